@@ -1,0 +1,1 @@
+"""The care transitions hub: ingest, brokers, CLI, observability around the streams."""

@@ -1,0 +1,103 @@
+"""One frozen settings object, read from the environment (prefix ``HUB_``).
+
+Secrets are ``SecretStr`` so they never print. The production profile refuses values
+that are fine on a laptop and dangerous with patients' data behind them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, extra="ignore")
+
+    profile: Literal["dev", "production"] = "dev"
+
+    # Kafka. Empty bootstrap = start the embedded Tansu broker (demos and fast tests only).
+    kafka_bootstrap: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_verify: bool = True
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
+    partitions: int | None = Field(default=None, ge=1)
+    """Overrides the catalogue's partition counts when set (tests use small numbers)."""
+    topic_prefix: str = ""
+    """Prepended to every topic name (tests isolate runs on a shared broker with it)."""
+
+    # Durable write bound for ACKs: an idempotent aiokafka producer never times out by
+    # itself, so every ACK waits at most this long before answering AR/CE.
+    ack_timeout_s: float = Field(default=10.0, gt=0)
+
+    # MLLP
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    mllp_max_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    mllp_idle_timeout_s: float = Field(default=300.0, gt=0)
+    mllp_tls_certfile: Path | None = None
+    mllp_tls_keyfile: Path | None = None
+    mllp_tls_client_cafile: Path | None = None
+    """When set, clients must present a certificate signed by this CA (mutual TLS)."""
+
+    # HTTP ingest
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    http_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    # Mapping
+    default_timezone: str = "UTC"
+    """Zone for HL7 timestamps without an offset, unless the feed has its own below."""
+    feed_timezones: dict[str, str] = Field(default_factory=dict)
+    """Sending facility (MSH-4) -> IANA zone, e.g. ``{"GENHOSP": "America/New_York"}``."""
+    dedup_window_s: int = Field(default=7 * 24 * 3600, ge=0)
+
+    # Worker
+    app_id: str = "care-hub"
+    state_dir: Path = Path("var/state")
+    store: str = "memory://"
+    """``memory://`` (tests, demo) or ``rocksdb://`` (production)."""
+    worker_web_port: int = 6066
+    consumer_instance_id: str | None = None
+    """Static group membership, so a restart does not trigger a rebalance."""
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Settings:
+        if self.profile != "production":
+            return self
+        problems = []
+        if not self.kafka_bootstrap:
+            problems.append("HUB_KAFKA_BOOTSTRAP must name a real cluster (no embedded broker)")
+        if self.replication_factor < 3:
+            problems.append("HUB_REPLICATION_FACTOR must be >= 3")
+        if self.min_insync_replicas < 2:
+            problems.append("HUB_MIN_INSYNC_REPLICAS must be >= 2")
+        if not self.kafka_ssl_verify:
+            problems.append("HUB_KAFKA_SSL_VERIFY must stay on")
+        if self.store.startswith("memory"):
+            problems.append("HUB_STORE must be rocksdb:// (memory tables rebuild slowly)")
+        if problems:
+            raise ValueError("unsafe production settings: " + "; ".join(problems))
+        return self
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def timezone_for(self, facility: str | None) -> str:
+        if facility and facility in self.feed_timezones:
+            return self.feed_timezones[facility]
+        return self.default_timezone
