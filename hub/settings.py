@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_verify: bool = True
+    kafka_idempotence: bool = True
+    """Idempotent producer. The runner turns it off for the embedded broker (Tansu has
+    no InitProducerId); leave it on against Apache Kafka."""
     replication_factor: int = Field(default=1, ge=1)
     min_insync_replicas: int = Field(default=1, ge=1)
     partitions: int | None = Field(default=None, ge=1)
@@ -86,6 +89,8 @@ class Settings(BaseSettings):
             problems.append("HUB_REPLICATION_FACTOR must be >= 3")
         if self.min_insync_replicas < 2:
             problems.append("HUB_MIN_INSYNC_REPLICAS must be >= 2")
+        if not self.kafka_idempotence:
+            problems.append("HUB_KAFKA_IDEMPOTENCE must stay on")
         if not self.kafka_ssl_verify:
             problems.append("HUB_KAFKA_SSL_VERIFY must stay on")
         if self.store.startswith("memory"):

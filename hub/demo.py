@@ -1,0 +1,83 @@
+"""``make demo``: replay the synthetic feed through MLLP and show what came out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from hub.feed import FeedConfig, bad_messages, generate
+from hub.logging import get_logger
+from hub.mllp_client import MllpClient
+from hub.settings import Settings
+from schemas.topics import CARE_EVENTS, HUB_DLQ
+
+log = get_logger("hub.demo")
+
+
+def _ack_code(ack: bytes) -> str:
+    for seg in ack.replace(b"\n", b"\r").split(b"\r"):
+        if seg.startswith(b"MSA"):
+            return seg.split(seg[3:4])[1].decode("ascii", "replace")
+    return "??"
+
+
+async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_after: bool,
+                               patients: int = 20, console: Console | None = None) -> int | None:
+    """Send the feed, wait for the events, print a summary. Returns an exit status when
+    ``exit_after`` (0 = every good message became an event), else None (keep serving)."""
+    from hub.kafka import read_topic
+
+    console = console or Console()
+    cfg = FeedConfig(patients=patients)
+    messages = list(generate(cfg))
+    expected_bad = len(list(bad_messages(cfg)))
+    port = ingest_role.ingest.mllp_port
+    started = time.monotonic()
+    acks: Counter[str] = Counter()
+    async with MllpClient(settings.mllp_host, port) as client:
+        for msg in messages:
+            acks[_ack_code(await client.send(msg))] += 1
+    ack_s = time.monotonic() - started
+    expected = len(messages) - expected_bad
+    events: list[Any] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        events = await read_topic(settings, settings.topic(CARE_EVENTS.name), timeout=5,
+                                  min_records=expected)
+        if len(events) >= expected:
+            break
+        await asyncio.sleep(0.5)
+    latency = time.monotonic() - started
+    dlq = await read_topic(settings, settings.topic(HUB_DLQ.name), timeout=3)
+    kinds = Counter(orjson.loads(r.value)["kind"] for r in events)
+    codes = Counter(orjson.loads(r.value)["error_code"] for r in dlq)
+
+    table = Table(title="Care transitions hub: demo feed replayed over MLLP")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("messages sent", str(len(messages)))
+    for code, n in sorted(acks.items()):
+        table.add_row(f"ACK {code}", str(n))
+    table.add_row("canonical events on care.events", str(len(events)))
+    for kind, n in sorted(kinds.items()):
+        table.add_row(f"  {kind}", str(n))
+    table.add_row("dead letters on hub.dlq", str(len(dlq)))
+    for code, n in sorted(codes.items()):
+        table.add_row(f"  {code}", str(n))
+    table.add_row("seconds to ACK everything", f"{ack_s:.2f}")
+    table.add_row("seconds until every event was out", f"{latency:.2f}")
+    console.print(table)
+    ok = len(events) >= expected and acks.get("AA", 0) == expected
+    log.info("demo_summarised", sent=len(messages), events=len(events),
+             dead_letters=len(dlq), status="ok" if ok else "incomplete")
+    if not exit_after:
+        console.print(f"Serving: MLLP on {settings.mllp_host}:{port}, HTTP on "
+                      f"{settings.http_host}:{settings.http_port}. Ctrl-C to stop.")
+        return None
+    return 0 if ok else 1

@@ -1,0 +1,143 @@
+"""Synthetic ADT feed for demos, benchmarks and tests: deterministic for a seed.
+
+Every patient, name and identifier here is invented. The mix follows what a real
+hospital sends (REFERENCE.md: A08 updates dominate, admits are rare) scaled to journeys:
+ED registration, admission with diagnoses, transfer, updates, discharge; plus a few
+deliberately bad messages so the dead-letter path shows up in a demo.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+FAMILY = ["RIVERA", "CHEN", "OKAFOR", "NOVAK", "HASSAN", "KOWALSKI", "SANTOS", "MURPHY",
+          "IBARRA", "LINDQVIST", "MBEKI", "TANAKA", "DUBOIS", "ROSSI", "PATEL", "NGUYEN"]
+GIVEN = ["ALEX", "SAM", "JORDAN", "TAYLOR", "MORGAN", "CASEY", "RILEY", "JAMIE", "AVERY"]
+DIAGNOSES = [
+    ("I50.9", "Heart failure, unspecified"),
+    ("J44.1", "Chronic obstructive pulmonary disease with (acute) exacerbation"),
+    ("J18.9", "Pneumonia, unspecified organism"),
+    ("I21.4", "Non-ST elevation myocardial infarction"),
+    ("E11.9", "Type 2 diabetes mellitus without complications"),
+    ("N18.4", "Chronic kidney disease, stage 4"),
+    ("Z59.01", "Sheltered homelessness"),
+    ("Z59.41", "Food insecurity"),
+    ("F32.9", "Major depressive disorder, single episode, unspecified"),
+]
+UNITS = ["4WEST", "5EAST", "ICU", "3NORTH"]
+DISPOSITIONS = ["01", "01", "01", "06", "03", "07", "20"]
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    patients: int = 20
+    seed: int = 7
+    facility: str = "GENHOSP"
+    start: datetime = datetime(2026, 11, 2, 8, 0)
+    bad_messages: bool = True
+
+
+def _ts(at: datetime) -> str:
+    return at.strftime("%Y%m%d%H%M%S") + "-0500"
+
+
+def _msg(cfg: FeedConfig, trigger: str, control: str, at: datetime, pid: str,
+         pv1: str, extra: list[str]) -> bytes:
+    structure = {"A01": "ADT_A01", "A04": "ADT_A01", "A08": "ADT_A01", "A02": "ADT_A02",
+                 "A03": "ADT_A03"}.get(trigger, "ADT_A01")
+    segs = [
+        f"MSH|^~\\&|EPICADT|{cfg.facility}|CAREHUB|HUB|{_ts(at)}||ADT^{trigger}^{structure}"
+        f"|{control}|P|2.5.1",
+        f"EVN|{trigger}|{_ts(at)}",
+        pid,
+        "PD1||||1234567890^WELBY^MARCUS^^^DR^MD",
+        pv1,
+        *extra,
+    ]
+    return ("\r".join(segs) + "\r").encode()
+
+
+def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
+    """Yield raw HL7 v2.5.1 messages (CR-separated, unframed) in time order."""
+    rnd = random.Random(cfg.seed)
+    messages: list[tuple[datetime, bytes]] = []
+    control = 1000
+    for n in range(cfg.patients):
+        mrn = f"MRN{100000 + n}"
+        family, given = rnd.choice(FAMILY), rnd.choice(GIVEN)
+        birth = f"19{rnd.randint(30, 90)}{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}"
+        sex = rnd.choice("MF")
+        pid = (f"PID|1||{mrn}^^^{cfg.facility}^MR||{family}^{given}^Q||{birth}|{sex}|||"
+               f"{rnd.randint(10, 999)} MAIN ST^^SPRINGFIELD^MA^0110{rnd.randint(3, 9)}||"
+               f"^PRN^PH^^1^413^555{rnd.randint(1000, 9999)}||{rnd.choice(['en', 'es'])}")
+        t = cfg.start + timedelta(hours=rnd.randint(0, 72), minutes=rnd.randint(0, 59))
+        visit = f"V{200000 + n}"
+        unit = rnd.choice(UNITS)
+        dx = rnd.sample(DIAGNOSES, k=rnd.randint(1, 3))
+        dg1 = [f"DG1|{i + 1}||{code}^{text}^I10||{_ts(t)}|A" for i, (code, text) in enumerate(dx)]
+        in1 = [f"IN1|1|PLAN{rnd.randint(1, 3)}|PAYER{rnd.randint(1, 4)}|"
+               f"{rnd.choice(['Medicare', 'Medicaid', 'Acme Health'])}"]
+        emergent = rnd.random() < 0.6
+
+        room = rnd.randint(100, 499)
+
+        def pv1(cls: str, at_unit: str, admit: datetime, discharge: datetime | None = None,
+                disposition: str = "", prior: str = "", *, _visit: str = visit,
+                _emergent: bool = emergent, _room: int = room) -> str:
+            fields = [""] * 46
+            fields[0] = "PV1"
+            fields[1] = "1"
+            fields[2] = cls
+            fields[3] = f"{at_unit}^{_room}^A^{cfg.facility}"
+            fields[4] = "E" if _emergent else "R"
+            fields[6] = prior
+            fields[7] = "1122334455^HOUSE^GREGORY^^^DR"
+            fields[10] = "MED"
+            fields[14] = "7" if _emergent else "1"
+            fields[19] = _visit
+            fields[36] = disposition
+            fields[44] = _ts(admit)
+            fields[45] = _ts(discharge) if discharge else ""
+            return "|".join(fields).rstrip("|")
+
+        if emergent:
+            control += 1
+            messages.append((t - timedelta(hours=3), _msg(
+                cfg, "A04", f"C{control}", t - timedelta(hours=3), pid,
+                pv1("E", "ED", t - timedelta(hours=3), _visit=f"E{200000 + n}"), dg1[:1])))
+        control += 1
+        messages.append((t, _msg(cfg, "A01", f"C{control}", t, pid, pv1("I", unit, t),
+                                 dg1 + in1)))
+        moved = t + timedelta(hours=rnd.randint(6, 30))
+        if rnd.random() < 0.4:
+            new_unit = rnd.choice([u for u in UNITS if u != unit])
+            control += 1
+            messages.append((moved, _msg(cfg, "A02", f"C{control}", moved, pid,
+                                         pv1("I", new_unit, t, prior=f"{unit}^101^A"), [])))
+            unit = new_unit
+        control += 1
+        upd = moved + timedelta(hours=1)
+        messages.append((upd, _msg(cfg, "A08", f"C{control}", upd, pid, pv1("I", unit, t),
+                                   dg1 + in1)))
+        out = t + timedelta(days=rnd.randint(1, 9), hours=rnd.randint(0, 8))
+        control += 1
+        messages.append((out, _msg(cfg, "A03", f"C{control}", out, pid,
+                                   pv1("I", unit, t, out, rnd.choice(DISPOSITIONS)), dg1)))
+    messages.sort(key=lambda m: m[0])
+    yield from (m for _, m in messages)
+    if cfg.bad_messages:
+        yield from bad_messages(cfg)
+
+
+def bad_messages(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
+    """Messages the hub must refuse with a clear error (and keep, dead-lettered)."""
+    at = _ts(cfg.start)
+    # Not an ADT: an order message.
+    yield (f"MSH|^~\\&|LAB|{cfg.facility}|CAREHUB|HUB|{at}||ORM^O01|BAD1|P|2.5.1\r"
+           f"PID|1||MRN999^^^{cfg.facility}^MR||TEST^BAD\r").encode()
+    # An ADT with no patient identifier.
+    yield (f"MSH|^~\\&|EPICADT|{cfg.facility}|CAREHUB|HUB|{at}||ADT^A01|BAD2|P|2.5.1\r"
+           f"EVN|A01|{at}\rPID|1||||NOBODY^NOONE\rPV1|1|I\r").encode()

@@ -1,0 +1,99 @@
+"""Structured logging: one ``configure`` call, JSON lines, a PHI allow-list.
+
+Only keys on :data:`ALLOWED_KEYS` pass with their values; any other key keeps its name
+but its value becomes ``"[redacted]"``. An allow-list (not a deny-list) is the point: a
+new field someone adds tomorrow is redacted until a reviewer decides it is safe. The
+event name itself must be a snake_case past-tense constant, never interpolated text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+ALLOWED_KEYS: frozenset[str] = frozenset(
+    {
+        # structlog / stdlib
+        "event", "level", "timestamp", "logger", "exc_type", "role",
+        # coordinates
+        "topic", "partition", "offset", "stage", "transport", "listener", "peer", "port",
+        "host", "bootstrap", "broker", "brokers", "node_id", "pid", "app_id", "group",
+        # codes and ids (not PHI: control ids, event ids, hashed patient refs)
+        "facility", "sending_facility", "control_id", "message_id", "event_id", "event_ids",
+        "dead_letter_id", "patient_ref", "kind", "trigger", "version", "ack_code", "ack_mode",
+        "error_code", "hl7_error_code", "position", "content_type", "status", "http_status",
+        "method", "path", "reason", "feed",
+        # figures
+        "count", "events", "size", "bytes", "latency_ms", "duration_ms", "elapsed_s",
+        "timeout_s", "attempt", "attempts", "partitions", "records", "sent", "acked",
+        "rejected", "dead_letters", "duplicates", "mapped",
+    }
+)
+REDACTED = "[redacted]"
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def phi_allow_list(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Redact every value whose key is not allow-listed; keep only snake_case event names."""
+    for key in list(event_dict):
+        if key not in ALLOWED_KEYS:
+            event_dict[key] = REDACTED
+    name = event_dict.get("event")
+    if not isinstance(name, str) or not _SNAKE.match(name):
+        # Free text in the event name (e.g. a stdlib log line from a library) could
+        # carry anything; keep the logger name and drop the text.
+        event_dict["event"] = "library_log_emitted"
+    return event_dict
+
+
+def _stdlib_extract(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict.setdefault("logger", record.name)
+    return event_dict
+
+
+def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Configure structlog and route stdlib logging (faust, aiokafka) through it."""
+    out = stream or sys.stderr
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, _stdlib_extract],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            phi_allow_list,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Library chatter at INFO is noise for ops and may echo payload fragments.
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str) -> Any:
+    return structlog.stdlib.get_logger(name)

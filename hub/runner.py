@@ -1,0 +1,148 @@
+"""Start the hub's roles: ingest (MLLP + HTTP), worker (the faust app), or both.
+
+Order of start-up, and why:
+1. Resolve the broker: the configured cluster, or the embedded Tansu broker started here
+   (and stopped on any exit; the broker also dies with us through PDEATHSIG).
+2. Create the catalogue's topics before any role starts, so neither ingest nor faust
+   auto-creates one with the wrong partition count or cleanup policy.
+3. Start the worker (faust) and/or ingest as services of one mode Worker, which owns
+   signal handling: SIGINT/SIGTERM stop ingest first (no new ACKs), then the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mode
+
+from hub.logging import configure, get_logger
+from hub.settings import Settings
+from schemas.topics import CATALOGUE
+from streams.config import StreamsConfig
+
+log = get_logger("hub.runner")
+
+
+@contextlib.contextmanager
+def broker(settings: Settings) -> Iterator[Settings]:
+    """Yield settings bound to a live broker: the configured one or an embedded one."""
+    if settings.kafka_bootstrap:
+        yield settings
+        return
+    from hub.brokers.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as embedded:
+        log.info("embedded_broker_started", bootstrap=embedded.bootstrap)
+        yield settings.model_copy(
+            update={"kafka_bootstrap": embedded.bootstrap, "kafka_idempotence": False})
+    log.info("embedded_broker_stopped")
+
+
+def streams_config(settings: Settings) -> StreamsConfig:
+    assert settings.kafka_bootstrap
+    broker_kwargs: dict[str, Any] = {}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        from hub.kafka import faust_credentials
+
+        broker_kwargs["broker_credentials"] = faust_credentials(settings)
+    return StreamsConfig(
+        bootstrap=settings.kafka_bootstrap,
+        app_id=settings.app_id,
+        topic_prefix=settings.topic_prefix,
+        partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+        store=settings.store,
+        state_dir=settings.state_dir,
+        default_timezone=settings.default_timezone,
+        feed_timezones=dict(settings.feed_timezones),
+        dedup_window_s=settings.dedup_window_s,
+        web_port=settings.worker_web_port,
+        consumer_instance_id=settings.consumer_instance_id,
+        broker_kwargs=broker_kwargs,
+    )
+
+
+class IngestRole(mode.Service):
+    """Ingest (MLLP + HTTP) as a mode service, so one Worker runs every role."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        from hub.ingest import IngestService
+
+        self.ingest = IngestService(settings)
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self.ingest.start()
+
+    async def on_stop(self) -> None:
+        await self.ingest.stop()
+
+
+class AfterStart(mode.Service):
+    """Runs a coroutine once everything else is up (the demo's replay and summary)."""
+
+    def __init__(self, job: Callable[[], Any], **kwargs: Any) -> None:
+        self.job = job
+        super().__init__(**kwargs)
+
+    @mode.Service.task
+    async def _run(self) -> None:
+        await self.job()
+
+
+def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] | None = None
+        ) -> int:
+    """Run ``roles`` (``ingest``, ``worker``) until a signal; returns the exit status."""
+    configure(settings.log_level, settings.log_format)
+    with broker(settings) as live:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        from hub.kafka import ensure_topics
+
+        loop.run_until_complete(ensure_topics(live, CATALOGUE))
+        log.info("topics_ensured", count=len(CATALOGUE), role=",".join(sorted(roles)))
+        services: list[mode.ServiceT] = []
+        app = None
+        if "worker" in roles:
+            from streams.app import create_app
+
+            app, _ = create_app(streams_config(live))
+        ingest = IngestRole(live, loop=loop) if "ingest" in roles else None
+        holder: dict[str, Any] = {"status": 0}
+        if after_start is not None:
+            async def job() -> None:
+                stop = True
+                try:
+                    result = await after_start(live, ingest)
+                    # A job returning None keeps serving until a signal (the demo
+                    # without EXIT=1); an int is an exit status to stop with.
+                    stop = result is not None
+                    holder["status"] = int(result or 0)
+                except Exception as exc:
+                    log.error("after_start_failed", exc_type=type(exc).__name__)
+                    holder["status"] = 1
+                if stop:
+                    # The signal path of mode's Worker: stops every service in order
+                    # from outside this task (which is itself one of them).
+                    holder["worker"]._schedule_shutdown(signal.SIGTERM)
+            services.append(AfterStart(job, loop=loop))
+        if ingest is not None:
+            services.insert(0, ingest)
+        if app is not None:
+            from faust import Worker
+
+            worker: mode.Worker = Worker(app, *services, loop=loop, loglevel=settings.log_level,
+                                         override_logging=False, redirect_stdouts=False)
+        else:
+            worker = mode.Worker(*services, loop=loop, loglevel=settings.log_level,
+                                 override_logging=False, redirect_stdouts=False)
+        holder["worker"] = worker
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code or int(holder["status"])

@@ -1,0 +1,194 @@
+"""The faust app: raw topics -> normalize agent -> ``care.events`` (+ dead letters).
+
+Agent and table names are state identities (consumer group offsets and changelog topics
+are named after them): renaming one is a migration, not a refactor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+import structlog
+from faust.types import EventT
+
+from schemas import topics as catalogue
+from schemas.canonical import dump_event, patient_ref
+from schemas.errors import ErrorCode, MappingError
+from schemas.records import DeadLetter, SourceCoordinates
+from streams.config import StreamsConfig
+from streams.normalize import RawRecord, dedup_key, normalize
+
+log = structlog.stdlib.get_logger("streams.normalize")
+
+NORMALIZE_AGENT = "normalize"
+DEDUP_TABLE = "normalize-dedup"
+# Dead-letter payloads above this are truncated: Kafka's default max message size is
+# 1 MB and a dead letter must never fail to be written because of its own size.
+MAX_DLQ_PAYLOAD = 900 * 1024
+
+
+class NormalizeCounters:
+    """In-process figures for the demo summary and (later) metrics."""
+
+    def __init__(self) -> None:
+        self.mapped = 0
+        self.events = 0
+        self.duplicates = 0
+        self.dead_letters = 0
+
+
+def _raw_topics(app: faust.App, cfg: StreamsConfig) -> Any:
+    # One faust Topic over both raw topics: the agent learns the format from the
+    # record's topic name. Same partition count on both (co-partitioned with the table).
+    return app.topic(
+        cfg.topic(catalogue.EHR_HL7V2.name),
+        cfg.topic(catalogue.EHR_FHIR.name),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
+        internal=False,
+    )
+
+
+def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
+    """Build the faust app for ``cfg``; no global app, so tests can build several."""
+    app = faust.App(
+        cfg.app_id,
+        broker=[f"kafka://{b}" for b in cfg.bootstrap.split(",")],
+        store=cfg.store,
+        datadir=str(cfg.state_dir),
+        topic_replication_factor=cfg.replication_factor,
+        topic_partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
+        producer_acks=-1,
+        processing_guarantee="at_least_once",
+        web_enabled=cfg.web_enabled,
+        web_port=cfg.web_port,
+        consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=cfg.consumer_instance_id,
+        table_cleanup_interval=60.0,
+        autodiscover=False,
+        **cfg.broker_kwargs,  # type: ignore[arg-type]
+    )
+    counters = NormalizeCounters()
+    raw_topics = _raw_topics(app, cfg)
+    formats = {cfg.topic(catalogue.EHR_HL7V2.name): "hl7v2", cfg.topic(catalogue.EHR_FHIR.name): "fhir"}
+    events_topic = app.topic(
+        cfg.topic(catalogue.CARE_EVENTS.name), key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw", internal=False,
+    )
+    dlq_topic = app.topic(
+        cfg.topic(catalogue.HUB_DLQ.name), key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw", internal=False,
+    )
+    payload_topic = app.topic(
+        cfg.topic(catalogue.HUB_DLQ_PAYLOADS.name), key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw", internal=False,
+    )
+    # dedup key -> [first-seen epoch seconds, "topic:partition:offset"]. Keeping the
+    # coordinates of the first sighting tells a redelivery of that same record (after a
+    # crash before commit: must be processed again, its outputs have the same ids) from
+    # a sender's resend of the message (a duplicate: dropped).
+    dedup = app.Table(
+        DEDUP_TABLE,
+        default=None,
+        key_type=str,
+        value_type=list,
+        partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
+    )
+
+    async def dead_letter(event: EventT, record: RawRecord, error: MappingError) -> None:
+        msg = event.message
+        now = datetime.now(UTC)
+        dl_id = hashlib.sha256(f"{msg.topic}:{msg.partition}:{msg.offset}".encode()).hexdigest()[:32]
+        size = len(record.value)
+        letter = DeadLetter(
+            id=dl_id,
+            stage="normalize",
+            error_code=error.code.value,
+            hl7_error_code=error.hl7_code if record.format == "hl7v2" else None,
+            detail=error.detail,
+            position=error.position,
+            source=SourceCoordinates(topic=msg.topic, partition=msg.partition, offset=msg.offset),
+            transport="kafka",
+            content_type=record.format,
+            received_at=now,
+            dead_lettered_at=now,
+            original_size=size,
+            payload_stored=size <= MAX_DLQ_PAYLOAD,
+            payload_truncated_to=None if size <= MAX_DLQ_PAYLOAD else MAX_DLQ_PAYLOAD,
+        )
+        # Payload first: a dead letter that points at a payload must find it there.
+        await payload_topic.send(key=dl_id.encode(), value=record.value[:MAX_DLQ_PAYLOAD])
+        await dlq_topic.send(key=dl_id.encode(), value=letter.model_dump_json().encode())
+        counters.dead_letters += 1
+        log.warning(
+            "record_dead_lettered", stage="normalize", topic=msg.topic,
+            partition=msg.partition, offset=msg.offset, error_code=error.code.value,
+            dead_letter_id=dl_id,
+        )
+
+    async def process(event: EventT) -> None:
+        msg = event.message
+        headers = {k: v for k, v in (event.headers or {}).items() if isinstance(v, bytes)}
+        record = RawRecord(format=formats.get(msg.topic, "hl7v2"), value=event.value, headers=headers)
+        now = datetime.now(UTC)
+        key = dedup_key(record)
+        coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
+        seen = dedup[key]
+        if seen is not None and seen[1] != coords and time.time() - seen[0] < cfg.dedup_window_s:
+            counters.duplicates += 1
+            log.info("duplicate_dropped", topic=msg.topic, partition=msg.partition,
+                     offset=msg.offset)
+            return
+        try:
+            mapped = normalize(record, now=now, default_tz=cfg.default_timezone,
+                               feed_timezones=cfg.feed_timezones)
+        except MappingError as exc:
+            await dead_letter(event, record, exc)
+            return
+        for ev in mapped:
+            await events_topic.send(
+                key=ev.patient.key.encode(),
+                value=orjson.dumps(dump_event(ev)),
+                headers={"hub-event-id": ev.event_id.encode(), "hub-source": coords.encode()},
+            )
+            log.info("event_published", event_id=ev.event_id, kind=ev.kind.value,
+                     trigger=ev.trigger, patient_ref=patient_ref(ev.patient.key),
+                     topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        # Mark as seen only after the outputs were handed to the producer; faust
+        # flushes the producer before committing the offset, so a crash in between
+        # replays this record and the same coordinates let it through again.
+        if seen is None or seen[1] != coords:
+            dedup[key] = [time.time(), coords]
+        counters.mapped += 1
+        counters.events += len(mapped)
+
+    @app.agent(raw_topics, name=NORMALIZE_AGENT)
+    async def normalize_agent(stream: Any) -> None:
+        async for event in stream.events():
+            # faust acks an event whose agent raised and never processes it again, so
+            # nothing may escape: an unexpected failure becomes a dead letter too.
+            try:
+                await process(event)
+            except Exception as exc:  # noqa: BLE001
+                log.error("normalize_failed", exc_type=type(exc).__name__,
+                          topic=event.message.topic, partition=event.message.partition,
+                          offset=event.message.offset)
+                try:
+                    record = RawRecord(format=formats.get(event.message.topic, "hl7v2"),
+                                       value=event.value or b"", headers={})
+                    await dead_letter(event, record, MappingError(
+                        ErrorCode.INTERNAL_ERROR, f"unexpected {type(exc).__name__} in normalize"))
+                except Exception as exc2:  # noqa: BLE001
+                    log.error("dead_letter_failed", exc_type=type(exc2).__name__,
+                              topic=event.message.topic, partition=event.message.partition,
+                              offset=event.message.offset)
+
+    return app, counters

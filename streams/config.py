@@ -1,0 +1,28 @@
+"""What the streams layer needs from the outside, passed in (streams never reads env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    bootstrap: str
+    app_id: str = "care-hub"
+    topic_prefix: str = ""
+    partitions: int | None = None
+    replication_factor: int = 1
+    store: str = "memory://"
+    state_dir: Path = Path("var/state")
+    default_timezone: str = "UTC"
+    feed_timezones: dict[str, str] = field(default_factory=dict)
+    dedup_window_s: int = 7 * 24 * 3600
+    web_port: int = 6066
+    web_enabled: bool = False
+    consumer_instance_id: str | None = None
+    broker_kwargs: dict[str, object] = field(default_factory=dict)
+    """Extra faust broker settings (security), built by the hub from its settings."""
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
