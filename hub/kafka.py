@@ -207,10 +207,11 @@ class DurableProducer:
             ) from exc
         self._producer = producer
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Flush and close; bounded, because a dead broker would hold the flush forever."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _quiet_stop(producer)
+            await _quiet_stop(producer, timeout)
 
     async def __aenter__(self) -> DurableProducer:
         await self.start()
@@ -250,9 +251,11 @@ class DurableProducer:
         return md.partition, md.offset
 
 
-async def _quiet_stop(client: Any) -> None:
+async def _quiet_stop(client: Any, timeout: float = 10.0) -> None:
+    # Producers and consumers have stop(); the admin client only close().
+    closer = client.stop if hasattr(client, "stop") else client.close
     try:
-        await asyncio.wait_for(client.stop(), 10)
+        await asyncio.wait_for(closer(), timeout)
     except Exception as exc:  # stopping must never mask the error that led here
         log.debug("kafka client stop failed: %r", exc)
 
@@ -407,8 +410,8 @@ async def read_topic(
         await asyncio.wait_for(consumer.start(), max(0.1, deadline - loop.time()))
         tps: list[TopicPartition] = []
         while not tps:
-            await consumer.topics()  # refreshes metadata
-            parts = consumer.partitions_for_topic(name)
+            # The consumer's own metadata only covers assigned topics; ask the cluster.
+            parts = await _partitions(settings, name, max(0.1, deadline - loop.time()))
             if parts:
                 tps = [TopicPartition(name, p) for p in sorted(parts)]
                 break
@@ -445,6 +448,16 @@ async def read_topic(
         raise KafkaUnavailableError(f"reading {name} failed: {exc!r}") from exc
     finally:
         await _quiet_stop(consumer)
+
+
+async def _partitions(settings: Settings, topic: str, timeout: float) -> set[int]:
+    client = AIOKafkaClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000) + 1)
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        metadata = await asyncio.wait_for(client.fetch_all_metadata(), timeout)
+        return set(metadata.partitions_for_topic(topic) or ())
+    finally:
+        await _quiet_close(client)
 
 
 async def _positions_reached(

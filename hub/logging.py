@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -19,7 +20,8 @@ import structlog
 ALLOWED_KEYS: frozenset[str] = frozenset(
     {
         # structlog / stdlib
-        "event", "level", "timestamp", "logger", "exc_type", "role",
+        "event", "level", "timestamp", "logger", "exc_type", "exc_frames", "log_template",
+        "role",
         # coordinates
         "topic", "partition", "offset", "stage", "transport", "listener", "peer", "port",
         "host", "bootstrap", "broker", "brokers", "node_id", "pid", "app_id", "group",
@@ -52,9 +54,38 @@ def phi_allow_list(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
 
 
 def _stdlib_extract(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For stdlib records (faust, mode, aiokafka): keep the format string, drop the args.
+
+    A library's format string is a constant written by its authors; the arguments are
+    where data (and so PHI) would be, so they are never rendered.
+    """
     record = event_dict.get("_record")
     if record is not None:
         event_dict.setdefault("logger", record.name)
+        if isinstance(record.msg, str):
+            event_dict["log_template"] = record.msg[:200]
+        event_dict["event"] = "library_log_emitted"
+    return event_dict
+
+
+def exception_shape(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replace ``exc_info`` by the exception's type and frames; never its message.
+
+    Exception messages quote data (a pydantic error echoes its input, a KeyError its
+    key), so only where it happened is rendered, not what it said.
+    """
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is None or exc_info is False:
+        return event_dict
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and exc_info[0] is not None:
+        event_dict["exc_type"] = exc_info[0].__name__
+        frames = traceback.extract_tb(exc_info[2])[-8:]
+        event_dict["exc_frames"] = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}:{f.name}"
+                                    for f in frames]
     return event_dict
 
 
@@ -81,6 +112,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = No
         foreign_pre_chain=[*shared, _stdlib_extract],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            exception_shape,
             phi_allow_list,
             renderer,
         ],

@@ -56,7 +56,7 @@ def streams_config(settings: Settings) -> StreamsConfig:
         partitions=settings.partitions,
         replication_factor=settings.replication_factor,
         store=settings.store,
-        state_dir=settings.state_dir,
+        state_dir=settings.state_dir.resolve(),
         default_timezone=settings.default_timezone,
         feed_timezones=dict(settings.feed_timezones),
         dedup_window_s=settings.dedup_window_s,
@@ -110,6 +110,8 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
         if "worker" in roles:
             from streams.app import create_app
 
+            # faust creates only the last level of its data directory.
+            live.state_dir.mkdir(parents=True, exist_ok=True)
             app, _ = create_app(streams_config(live))
         ingest = IngestRole(live, loop=loop) if "ingest" in roles else None
         holder: dict[str, Any] = {"status": 0}

@@ -49,6 +49,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_EVENT = "unsupported_event"
     UNRESOLVED_REFERENCE = "unresolved_reference"
     ID_ONLY_NOTIFICATION = "id_only_notification"
+    # files (hub map)
+    UNREADABLE_FILE = "unreadable_file"
     # delivery
     DURABLE_WRITE_FAILED = "durable_write_failed"
     INTERNAL_ERROR = "internal_error"

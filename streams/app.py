@@ -141,7 +141,7 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         now = datetime.now(UTC)
         key = dedup_key(record)
         coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
-        seen = dedup[key]
+        seen = dedup.get(key)
         if seen is not None and seen[1] != coords and time.time() - seen[0] < cfg.dedup_window_s:
             counters.duplicates += 1
             log.info("duplicate_dropped", topic=msg.topic, partition=msg.partition,

@@ -3,8 +3,9 @@
 Child broker processes must never outlive the hub or the test run that started them:
 
 * each child runs in its own process group (Ctrl-C in a terminal reaches only us, and
-  we stop the child in order), and asks the kernel for ``PR_SET_PDEATHSIG=SIGTERM`` so
-  a SIGKILLed or crashed parent still takes it down;
+  we stop the child in order), and asks the kernel for ``PR_SET_PDEATHSIG`` (its stop
+  signal: SIGTERM, SIGINT for Tansu) so a SIGKILLed or crashed parent still takes it
+  down;
 * PDEATHSIG fires when the *thread* that forked the child exits, not the process, so
   every child is forked from one daemon "spawner" thread that lives as long as the
   process (a ``to_thread`` worker or a pytest-asyncio loop thread could exit early);
@@ -71,7 +72,7 @@ def tail(text: str | bytes, lines: int = 30) -> str:
 _PR_SET_PDEATHSIG = 1
 
 
-def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
+def _pdeathsig_preexec(parent_pid: int, sig: int = signal.SIGTERM) -> Callable[[], None]:
     libc: Any = None
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
@@ -79,7 +80,7 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
 
     def preexec() -> None:
         if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         # The parent may have died between fork() and prctl(): then nobody would ever
         # send the death signal, so give up now rather than run orphaned.
         if os.getppid() != parent_pid:
@@ -88,9 +89,9 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
-def spawn_kwargs() -> dict[str, Any]:
+def spawn_kwargs(stop_signal: int = signal.SIGTERM) -> dict[str, Any]:
     """Popen keyword arguments: own process group + parent-death signal (Linux)."""
-    return {"process_group": 0, "preexec_fn": _pdeathsig_preexec(os.getpid())}
+    return {"process_group": 0, "preexec_fn": _pdeathsig_preexec(os.getpid(), stop_signal)}
 
 
 _spawn_queue: queue.Queue[tuple[Callable[[], Any], queue.Queue[tuple[bool, Any]]]] = queue.Queue()
@@ -107,36 +108,56 @@ def _spawner_loop() -> None:
             reply.put((False, exc))
 
 
-def spawn(cmd: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen`` from the long-lived spawner thread (see module docstring)."""
+def spawn(
+    cmd: Sequence[str],
+    *,
+    detached: bool = False,
+    stop_signal: int = signal.SIGTERM,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` from the long-lived spawner thread (see module docstring).
+
+    ``detached=True`` (the ``start`` CLI, whose JVMs must outlive it) gives the child
+    its own session and no parent-death signal, and does not register it for exit.
+    ``stop_signal`` is what asks this program to shut down (also its death signal):
+    Tansu lingers ~5 s on SIGTERM while clients are connected but exits on SIGINT.
+    """
+    if detached:
+        return subprocess.Popen(list(cmd), start_new_session=True, **popen_kwargs)
     global _spawner
     with _spawner_lock:
         if _spawner is None or not _spawner.is_alive():
             _spawner = threading.Thread(target=_spawner_loop, name="broker-spawner", daemon=True)
             _spawner.start()
-    kwargs = {**spawn_kwargs(), **popen_kwargs}
+    kwargs = {**spawn_kwargs(stop_signal), **popen_kwargs}
     reply: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
     _spawn_queue.put((lambda: subprocess.Popen(list(cmd), **kwargs), reply))
     ok, result = reply.get()
     if not ok:
         raise result
     proc: subprocess.Popen[bytes] = result
-    register_child(proc)
+    register_child(proc, stop_signal)
     return proc
 
 
 # ------------------------------------------------------------------- exit protection
 
-_children: dict[int, subprocess.Popen[bytes]] = {}
+_children: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
 _children_lock = threading.Lock()
 _exit_hooks_installed = False
 
 
+def _stop_signal(proc: subprocess.Popen[bytes]) -> int:
+    with _children_lock:
+        entry = _children.get(proc.pid)
+    return entry[1] if entry else signal.SIGTERM
+
+
 def terminate_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
-    """SIGTERM the child's process group, wait, then SIGKILL. Returns the exit code."""
+    """Signal the child's process group to stop, wait, then SIGKILL. Returns the exit code."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, _stop_signal(proc))
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -159,12 +180,12 @@ def kill_process(proc: subprocess.Popen[bytes]) -> None:
 
 def _terminate_all(timeout: float = 5.0) -> None:
     with _children_lock:
-        procs = list(_children.values())
-    for p in procs:  # signal everyone first, so shutdowns overlap
+        entries = list(_children.values())
+    for p, sig in entries:  # signal everyone first, so shutdowns overlap
         if p.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
+                os.killpg(p.pid, sig)
+    for p, _ in entries:
         terminate_process(p, timeout)
 
 
@@ -188,10 +209,10 @@ def _install_exit_hooks() -> None:
                 signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def register_child(proc: subprocess.Popen[bytes]) -> None:
+def register_child(proc: subprocess.Popen[bytes], stop_signal: int = signal.SIGTERM) -> None:
     _install_exit_hooks()
     with _children_lock:
-        _children[proc.pid] = proc
+        _children[proc.pid] = (proc, stop_signal)
 
 
 def unregister_child(proc: subprocess.Popen[bytes]) -> None:

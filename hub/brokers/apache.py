@@ -16,14 +16,33 @@ lifetime to the parent process (PDEATHSIG + atexit + signal handlers).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from hub.brokers import (
     BrokerStartError,
+    free_port,
+    kill_process,
+    metadata_brokers,
+    spawn,
     tail,
+    terminate_process,
+    wait_for_brokers,
 )
 
 KAFKA_VERSION = "3.9.1"
@@ -123,3 +142,432 @@ def fetch(cache: Path | None = None, *, quiet: bool = True) -> Path:
     scratch.rename(libs_dir(cache))
     (cache / _COMPLETE_MARKER).write_text(KAFKA_VERSION + "\n")
     return libs_dir(cache)
+
+
+# ----------------------------------------------------------------------- cluster
+
+_LOG4J = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=1
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.log.LogCleaner=WARN
+log4j.logger.org.apache.kafka.raft=WARN
+"""
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Kafka refuses ids starting with '-' (they parse as CLI flags), so we do too.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+@dataclass
+class _Node:
+    node_id: int
+    port: int
+    controller_port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "server.log"
+
+    @property
+    def stdout(self) -> Path:
+        return self.dir / "stdout.log"
+
+    def log_tail(self, lines: int = 30) -> str:
+        parts = []
+        for path in (self.stdout, self.log):
+            if path.exists():
+                parts.append(f"--- node {self.node_id} {path.name} ---\n")
+                parts.append(tail(path.read_bytes(), lines))
+        return "\n".join(parts)
+
+
+@dataclass
+class ApacheKafkaCluster:
+    """1 or 3 Apache Kafka KRaft nodes (combined broker+controller) on loopback ports.
+
+    ``start()`` fetches the jars if needed, formats storage, starts the JVMs and waits
+    until every node answers with all brokers registered. ``kill(node_id)`` and
+    ``restart(node_id)`` are for fault tests. Node ids are 1..n.
+    """
+
+    brokers: int = 1
+    workdir: Path | None = None
+    start_timeout: float = 120.0
+    heap: str = "512m"
+    detached: bool = False
+    """Leave the JVMs running after this process exits (the ``start`` CLI)."""
+    cache: Path | None = None
+    nodes: list[_Node] = field(default_factory=list)
+    cluster_id: str = ""
+    started_in_s: float | None = None
+    _own_workdir: bool = False
+
+    def __post_init__(self) -> None:
+        if self.brokers < 1:
+            raise ValueError("brokers must be >= 1")
+
+    # ------------------------------------------------------------ properties
+    @property
+    def bootstrap(self) -> str:
+        if not self.nodes:
+            raise RuntimeError("ApacheKafkaCluster is not started")
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def node(self, node_id: int) -> _Node:
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        raise KeyError(f"no node {node_id}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(n.log_tail(lines) for n in self.nodes)
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> str:
+        t0 = time.monotonic()
+        libs = fetch(self.cache)
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="hub-kafka-"))
+            self._own_workdir = True
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = new_cluster_id()
+        self.nodes = [
+            _Node(i, free_port(), free_port(), self.workdir / f"node-{i}")
+            for i in range(1, self.brokers + 1)
+        ]
+        for n in self.nodes:
+            shutil.rmtree(n.dir, ignore_errors=True)
+            n.dir.mkdir(parents=True)
+            n.config.write_text(self._properties(n))
+            (n.dir / "log4j.properties").write_text(_LOG4J.format(log=n.log))
+        self._format(libs)
+        try:
+            for n in self.nodes:
+                self._launch(n, libs)
+            self._wait_ready(self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in_s = time.monotonic() - t0
+        if self.detached:
+            self._write_state()
+        return self.bootstrap
+
+    def _properties(self, node: _Node) -> str:
+        n = len(self.nodes)
+        rf = min(3, n)
+        voters = ",".join(f"{x.node_id}@127.0.0.1:{x.controller_port}" for x in self.nodes)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(node.dir / "data"),
+            "num.partitions": "3",
+            "default.replication.factor": str(rf),
+            # Internal topics replicated as far as the cluster allows; fewer offsets
+            # partitions than the default 50 so the first consumer group starts fast.
+            "offsets.topic.replication.factor": str(rf),
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": str(rf),
+            "transaction.state.log.min.isr": str(min(2, n)),
+            "transaction.state.log.num.partitions": "10",
+            # Tests join groups constantly; the default 3 s delay would slow each one.
+            "group.initial.rebalance.delay.ms": "0",
+            # The hub creates its topics from the catalogue; faust creates its internal
+            # ones through the admin API. Auto-creation stays on only as a safety net.
+            "auto.create.topics.enable": "true",
+            "unclean.leader.election.enable": "false",
+            # Fault tests restart nodes: be quick to notice a dead one and to move on.
+            "broker.session.timeout.ms": "6000",
+            "broker.heartbeat.interval.ms": "1000",
+            "controlled.shutdown.enable": "true",
+            "log.flush.interval.messages": str(2**62),
+            "share.coordinator.state.topic.replication.factor": str(rf),
+            "share.coordinator.state.topic.min.isr": str(min(2, n)),
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _java(self, libs: Path) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerStartError("java not found on PATH: Apache Kafka needs Java 17+")
+        return [java, "-cp", f"{libs}/*"]
+
+    def _format(self, libs: Path) -> None:
+        # One JVM per node, in parallel: each takes a couple of seconds to boot.
+        procs = []
+        for n in self.nodes:
+            cmd = [
+                *self._java(libs),
+                "-Xmx256m",
+                f"-Dlog4j.configuration=file:{n.dir / 'log4j.properties'}",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self.cluster_id,
+                "-c",
+                str(n.config),
+            ]
+            procs.append(
+                (n, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            )
+        for n, p in procs:
+            out, _ = p.communicate(timeout=120)
+            if p.returncode != 0:
+                raise BrokerStartError(
+                    f"formatting storage of node {n.node_id} failed ({p.returncode}):\n"
+                    + tail(out, 30)
+                )
+
+    def _launch(self, node: _Node, libs: Path) -> None:
+        cmd = [
+            *self._java(libs),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{node.dir / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={node.dir}",
+            "kafka.Kafka",
+            str(node.config),
+        ]
+        with open(node.stdout, "ab") as out:
+            node.proc = spawn(
+                cmd,
+                detached=self.detached,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=node.dir,
+            )
+
+    def _wait_ready(self, timeout: float, nodes: list[_Node] | None = None) -> None:
+        nodes = nodes or self.nodes
+
+        def died() -> str | None:
+            for n in nodes:
+                if n.proc is not None and n.proc.poll() is not None:
+                    return (
+                        f"Kafka node {n.node_id} exited with {n.proc.returncode}:\n" + n.log_tail()
+                    )
+            return None
+
+        try:
+            wait_for_brokers(
+                [("127.0.0.1", n.port) for n in nodes],
+                expected=len(self.nodes),
+                timeout=timeout,
+                alive=died,
+            )
+        except BrokerStartError as exc:
+            raise BrokerStartError(f"Apache Kafka: {exc}\n{self.log_tail()}") from None
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node (no controlled shutdown): a crash, for fault tests."""
+        n = self.node(node_id)
+        if n.proc is not None:
+            kill_process(n.proc)
+            n.proc = None
+
+    def restart(self, node_id: int, timeout: float | None = None) -> None:
+        """Start a stopped/killed node again on the same ports and data dir."""
+        n = self.node(node_id)
+        if n.proc is not None and n.proc.poll() is None:
+            terminate_process(n.proc, 30)
+        self._launch(n, libs_dir(self.cache))
+        self._wait_ready(timeout or self.start_timeout, [n])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every node at once, wait, then SIGKILL what is left."""
+        live = [n for n in self.nodes if n.proc is not None]
+        for n in live:
+            if n.proc is not None and n.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(n.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for n in live:
+            assert n.proc is not None
+            terminate_process(n.proc, max(0.1, deadline - time.monotonic()))
+            n.proc = None
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ApacheKafkaCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def astart(self) -> str:
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # ------------------------------------------------------ detached (CLI) state
+    def _write_state(self) -> None:
+        assert self.workdir is not None
+        state = {
+            "version": KAFKA_VERSION,
+            "bootstrap": self.bootstrap,
+            "cluster_id": self.cluster_id,
+            "nodes": [
+                {
+                    "node_id": n.node_id,
+                    "port": n.port,
+                    "controller_port": n.controller_port,
+                    "pid": n.proc.pid if n.proc else None,
+                    "dir": str(n.dir),
+                }
+                for n in self.nodes
+            ],
+        }
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _default_run_dir() -> Path:
+    return Path(os.environ.get("HUB_KAFKA_RUN_DIR", Path(tempfile.gettempdir()) / "care-hub-kafka"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive; /proc tells (Linux).
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        with contextlib.suppress(OSError, IndexError):
+            return stat.read_text().split(")")[-1].split()[0] != "Z"
+    return True
+
+
+def _read_state(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "state.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _cli_stop(run_dir: Path, timeout: float = 30.0) -> int:
+    state = _read_state(run_dir)
+    if state is None:
+        print(f"no cluster state in {run_dir}")
+        return 0
+    pids = [n["pid"] for n in state["nodes"] if n.get("pid")]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"stopped {len(pids)} Kafka node(s)")
+    return 0
+
+
+def _cli_status(run_dir: Path) -> int:
+    state = _read_state(run_dir)
+    if state is None:
+        print(f"not running (no state in {run_dir})")
+        return 1
+    ok = True
+    for n in state["nodes"]:
+        alive = bool(n.get("pid")) and _pid_alive(int(n["pid"]))
+        try:
+            seen = len(metadata_brokers("127.0.0.1", int(n["port"])))
+            answer = f"answers, {seen} broker(s) registered"
+        except (OSError, ValueError) as exc:
+            answer = f"no answer ({exc.__class__.__name__})"
+            ok = False
+        ok = ok and alive
+        print(f"node {n['node_id']} pid {n.get('pid')} {'up' if alive else 'DOWN'}: {answer}")
+    print(f"bootstrap {state['bootstrap']}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hub.brokers.apache",
+        description=f"Apache Kafka {KAFKA_VERSION} (KRaft) from Maven Central, for tests.",
+    )
+    parser.add_argument("command", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument("--brokers", type=int, choices=[1, 3], default=1)
+    parser.add_argument("--dir", type=Path, default=None, help="run directory (start/stop/status)")
+    args = parser.parse_args(argv)
+    run_dir: Path = args.dir or _default_run_dir()
+    try:
+        if args.command == "fetch":
+            t0 = time.monotonic()
+            cached = is_fetched()
+            libs = fetch(quiet=False)
+            how = "already cached" if cached else f"fetched in {time.monotonic() - t0:.1f}s"
+            print(f"Apache Kafka {KAFKA_VERSION} jars {how}: {libs}")
+            return 0
+        if args.command == "start":
+            state = _read_state(run_dir)
+            if state and any(n.get("pid") and _pid_alive(int(n["pid"])) for n in state["nodes"]):
+                print(f"already running: {state['bootstrap']} (stop it first)")
+                return 1
+            cluster = ApacheKafkaCluster(brokers=args.brokers, workdir=run_dir, detached=True)
+            bootstrap = cluster.start()
+            print(
+                f"Apache Kafka {KAFKA_VERSION}, {args.brokers} broker(s) up in "
+                f"{cluster.started_in_s:.1f}s"
+            )
+            print(bootstrap)
+            return 0
+        if args.command == "stop":
+            return _cli_stop(run_dir)
+        return _cli_status(run_dir)
+    except BrokerStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

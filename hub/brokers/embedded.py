@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -131,6 +132,9 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "RUST_LOG": os.environ.get("HUB_TANSU_LOG", "warn")},
+                # SIGTERM makes Tansu wait ~5 s for connected clients; its data is in
+                # memory anyway, so the immediate SIGINT path loses nothing.
+                stop_signal=signal.SIGINT,
             )
         proc = self._proc
 

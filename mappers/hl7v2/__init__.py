@@ -10,3 +10,9 @@ Implemented in submodules; this package re-exports the stable API:
 - ``split_messages(data: bytes) -> list[bytes]``: a file's bytes (MLLP-framed or plain,
   CR/LF/CRLF, BOM, BHS/BTS and FHS/FTS batches) -> the raw bytes of each message.
 """
+
+from .adt import map_hl7v2
+from .parser import MessageHeader, parse_message, read_header
+from .split import split_messages
+
+__all__ = ["MessageHeader", "map_hl7v2", "parse_message", "read_header", "split_messages"]

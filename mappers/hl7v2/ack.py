@@ -125,15 +125,8 @@ class _Delims:
         return out.replace("\r", " ").replace("\n", " ")
 
     def echo(self, value: str | None) -> str:
-        """An inbound field value copied back: keep its components, never break framing.
-
-        Values come from the inbound MSH, which was split on the same separator, so
-        they cannot contain it; CR/LF are dropped defensively (a segment break in an
-        echoed field would corrupt the ACK).
-        """
-        if not value:
-            return ""
-        return value.replace(self.field, "").replace("\r", "").replace("\n", "")
+        """An inbound field value copied back (``read_header`` gives unescaped values)."""
+        return self.escape_text(value) if value else ""
 
 
 def _timestamp(now: datetime) -> str:

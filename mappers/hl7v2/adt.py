@@ -34,7 +34,8 @@ Field choices (documented because senders differ):
   with a value; PID-2 then PID-4 when PID-3 has none (v2.3 feeds). Assigning authority:
   CX-4.1 namespace, else CX-4.2 universal id, else MSH-4.1, MSH-4.2, MSH-3.1.
 - MRG-1 (else MRG-4, MRG-2) picks the prior id by the same rule, preferring a
-  repetition under the surviving patient's authority when none is typed ``MR``.
+  repetition under the surviving patient's authority when none is typed ``MR``; a prior
+  id without CX-4 takes the surviving patient's authority.
 - ``encounter.class`` from PV1-2: I inpatient, E emergency, O outpatient (observation
   when PV1-18 patient type is OBS/OBV/OBSERVATION: HL7 has no observation class and feeds
   flag it there), P preadmit, R recurring, N (not applicable) none, anything else other.
@@ -49,7 +50,7 @@ Errors are :class:`MappingError` only; their detail never quotes a field value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from schemas.canonical import (
     Address,
@@ -156,12 +157,18 @@ def map_hl7v2(raw: bytes, *, received_at: datetime, default_tz: str = "UTC"
     Reads MSH-3/4/7/9/10/11/12, EVN-1/2/6, PID, PD1, PV1, DG1, IN1 and MRG (see the
     module docstring for the field rules). ``received_at`` is the fallback event time;
     ``default_tz`` (IANA name) localises timestamps sent without an offset. Raises
-    :class:`MappingError` for input that cannot be mapped; ``ValueError`` only for an
-    unknown ``default_tz`` (a configuration error, not a message error).
+    :class:`MappingError` and nothing else: an unknown ``default_tz`` is a
+    configuration fault, reported as INTERNAL_ERROR so the caller dead-letters (never
+    drops) the message.
     """
-    tz = zone(default_tz)
+    try:
+        tz = zone(default_tz)
+    except ValueError:
+        raise MappingError(ErrorCode.INTERNAL_ERROR,
+                           "The configured default time zone is not a known IANA zone."
+                           ) from None
     if received_at.tzinfo is None:
-        received_at = received_at.replace(tzinfo=timezone.utc)
+        received_at = received_at.replace(tzinfo=UTC)
     msg = parse_message(raw)
     ctx = _context(msg, received_at, tz)
     groups = _groups(msg, ctx.trigger)
@@ -429,22 +436,23 @@ def _encounter(ctx: _Context, pv1: Segment | None) -> Encounter | None:
     44 admit time, 45 discharge time (first repetition)."""
     if pv1 is None:
         return None
-    fields = {
-        "id": pv1.value(19, 1),
-        "class_": _class(pv1),
-        "admit_at": parse_datetime(pv1.value(44, 1), ctx.tz),
-        "discharge_at": parse_datetime(pv1.value(45, 1), ctx.tz),
-        "admission_type": pv1.value(4, 1),
-        "admit_source": pv1.value(14, 1),
-        "discharge_disposition": pv1.value(36, 1),
-        "hospital_service": pv1.value(10, 1),
-        "location": _location(ctx, pv1, 3),
-        "prior_location": _location(ctx, pv1, 6),
-        "attending": _practitioner(pv1, 7),
-    }
-    if all(v is None for v in fields.values()):
+    encounter = Encounter(  # type: ignore[call-arg]
+        id=pv1.value(19, 1),
+        class_=_class(pv1),  # populate_by_name; mypy lacks the pydantic plugin
+        admit_at=parse_datetime(pv1.value(44, 1), ctx.tz),
+        discharge_at=parse_datetime(pv1.value(45, 1), ctx.tz),
+        admission_type=pv1.value(4, 1),
+        admit_source=pv1.value(14, 1),
+        discharge_disposition=pv1.value(36, 1),
+        hospital_service=pv1.value(10, 1),
+        location=_location(ctx, pv1, 3),
+        prior_location=_location(ctx, pv1, 6),
+        attending=_practitioner(pv1, 7),
+    )
+    # A PV1 with nothing usable (e.g. "PV1||N") is no encounter at all.
+    if all(getattr(encounter, name) is None for name in Encounter.model_fields):
         return None
-    return Encounter(**fields)
+    return encounter
 
 
 def _class(pv1: Segment) -> EncounterClass | None:
@@ -511,6 +519,8 @@ def _merge(ctx: _Context, group: _Group, patient: Patient) -> Merge | None:
                      prior_assigning_authority=patient.assigning_authority,
                      prior_encounter_id=prior_visit)
     prior = _choose(ids, patient.assigning_authority)
-    authority = prior.authority or ctx.fallback_authority or patient.assigning_authority
+    # An MRG id without CX-4 is read in the surviving patient's identifier domain: a
+    # merge happens inside one domain (IHE ITI-8), and MSH-4 would split the key space.
+    authority = prior.authority or patient.assigning_authority
     return Merge(prior_patient_key=patient_key(authority, prior.value), prior_mrn=prior.value,
                  prior_assigning_authority=authority, prior_encounter_id=prior_visit)

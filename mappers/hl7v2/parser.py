@@ -191,17 +191,13 @@ class Segment:
 
     def text(self, raw: str) -> str | None:
         """A leaf value: unescaped and stripped, ``None`` when empty or ``""``."""
-        if enc_escape_in(raw, self.enc.escape):
+        esc = self.enc.escape
+        if esc and esc in raw:
             raw = unescape(raw, self.enc, self._charset)
         raw = raw.strip()
         if not raw or raw == '""':
             return None
         return raw
-
-
-def enc_escape_in(raw: str, escape: str) -> bool:
-    """True when ``raw`` may hold an escape sequence (cheap pre-check)."""
-    return bool(escape) and escape in raw
 
 
 class Message:
@@ -329,13 +325,11 @@ def _read_encoding(msh: str) -> Encoding:
     # "^~\\&": a Java-string copy doubled the escape character; undo it.
     if len(chars) == 5 and chars[2] == chars[3]:
         chars = chars[:3] + chars[4]
-    if len(chars) == 5:  # v2.7+ truncation character: not used by this hub
-        chars = chars[:4]
-    if len(chars) not in (3, 4):
+    if len(chars) not in (3, 4, 5):
         raise MappingError(ErrorCode.BAD_ENCODING_CHARACTERS,
                            "MSH-2 must hold 4 encoding characters.",
                            segment="MSH", position="MSH-2")
-    all_chars = fsep + chars
+    all_chars = fsep + chars  # a 5th (v2.7+ truncation) character must be distinct too
     if len(set(all_chars)) != len(all_chars) or any(
         c.isalnum() or c.isspace() or c == '"' for c in chars
     ):
@@ -343,7 +337,7 @@ def _read_encoding(msh: str) -> Encoding:
                            "MSH-2 encoding characters must be distinct punctuation "
                            "different from the field separator.",
                            segment="MSH", position="MSH-2")
-    sub = chars[3] if len(chars) == 4 else ""
+    sub = chars[3] if len(chars) >= 4 else ""  # the truncation character is not used
     return Encoding(fsep, chars[0], chars[1], chars[2], sub)
 
 

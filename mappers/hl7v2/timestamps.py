@@ -14,7 +14,7 @@ cost the whole message (REFERENCE.md section 3: do not reject what can be used).
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,7 +27,7 @@ _DTM = re.compile(
 def zone(name: str) -> tzinfo:
     """The ``tzinfo`` for an IANA zone name; ``ValueError`` for an unknown name."""
     if name.upper() in ("UTC", "Z"):
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
