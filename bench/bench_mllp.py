@@ -1,6 +1,7 @@
 """MLLP ingest throughput: ACKed messages/s over N concurrent connections.
 
-    .venv/bin/python bench/bench_mllp.py --bootstrap 127.0.0.1:9092   # Apache Kafka
+    .venv/bin/python bench/bench_mllp.py --bootstrap 127.0.0.1:9092   # a running cluster
+    .venv/bin/python bench/bench_mllp.py --apache                      # start Apache Kafka
     .venv/bin/python bench/bench_mllp.py                             # embedded Tansu
 
 Starts the real ingest stack in-process (DurableProducer acks=all, MLLP server on an
@@ -22,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hub.brokers.apache import ApacheKafkaCluster
 from hub.brokers.embedded import EmbeddedBroker
 from hub.ingest import INGEST_TOPICS, AckStore, Ingestor, MllpServer
 from hub.kafka import DurableProducer, ensure_topics
@@ -116,6 +118,8 @@ async def client_main(port: int, tag: str, connections: int, total: int,
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: start embedded Tansu)")
+    p.add_argument("--apache", action="store_true",
+                   help="start the project's single-broker Apache Kafka (KRaft) for the run")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--messages", type=int, default=5000)
     p.add_argument("--warmup", type=int, default=200)
@@ -131,20 +135,25 @@ def main() -> int:
         return 0
     configure("WARNING", "console")  # per-message log lines out of the measurement
 
-    broker: EmbeddedBroker | None = None
+    broker: EmbeddedBroker | ApacheKafkaCluster | None = None
     bootstrap = args.bootstrap
     idempotent = not args.no_idempotence
-    if bootstrap is None:
+    kind = f"Kafka at {bootstrap}"
+    if bootstrap is None and args.apache:
+        broker = ApacheKafkaCluster(brokers=1)
+        bootstrap = broker.start()
+        kind = "Apache Kafka (1 broker, KRaft)"
+    elif bootstrap is None:
         broker = EmbeddedBroker()
         bootstrap = broker.start()
         idempotent = False
+        kind = "embedded Tansu"
     try:
         res = asyncio.run(run(bootstrap, idempotent=idempotent, connections=args.connections,
                               total=args.messages, warmup=args.warmup))
     finally:
         if broker is not None:
             broker.stop()
-    kind = "embedded Tansu" if broker is not None else f"Kafka at {bootstrap}"
     print(f"MLLP ingest on {kind}: {args.connections} connections, acks=all, "
           f"idempotent={idempotent}")
     print(f"  sent {res['messages']:.0f}, AA {res['acked_aa']:.0f}, "

@@ -210,8 +210,17 @@ class DurableProducer:
     async def stop(self, timeout: float = 5.0) -> None:
         """Flush and close; bounded, because a dead broker would hold the flush forever."""
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await _quiet_stop(producer, timeout)
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.flush(), timeout)
+        except (KafkaError, OSError, TimeoutError):
+            # Undeliverable batches (broker gone): their senders already got
+            # DurableWriteError and answered AR/CE. aiokafka's stop() would wait for
+            # them forever, so abort instead of leaking its tasks and connections.
+            await _abort_producer(producer)
+            return
+        await _quiet_stop(producer, timeout)
 
     async def __aenter__(self) -> DurableProducer:
         await self.start()
@@ -249,6 +258,16 @@ class DurableProducer:
             # ValueError/TypeError/AssertionError: aiokafka's checks on sizes/types.
             raise DurableWriteError(f"write to {name} failed: {exc!r}") from exc
         return md.partition, md.offset
+
+
+async def _abort_producer(producer: AIOKafkaProducer) -> None:
+    # Private aiokafka internals (pinned at 0.14.0): what stop() does, minus the flush.
+    producer._closed = True
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=2)
+    await _quiet_close(producer.client)
 
 
 async def _quiet_stop(client: Any, timeout: float = 10.0) -> None:
@@ -494,7 +513,7 @@ async def broker_ready(bootstrap: str, timeout: float, *, settings: Settings | N
         await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
 
-async def _quiet_close(client: AIOKafkaClient) -> None:
+async def _quiet_close(client: Any) -> None:
     try:
         await client.close()
     except Exception as exc:

@@ -9,6 +9,7 @@ event name itself must be a snake_case past-tense constant, never interpolated t
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import traceback
@@ -123,7 +124,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = No
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter at INFO is noise for ops and may echo payload fragments.
-    for noisy in ("aiokafka", "faust", "mode", "kafka", "aiohttp.access"):
+    for noisy in os.environ.get("HUB_QUIET_LOGGERS", "aiokafka,faust,mode,kafka,aiohttp.access").split(","):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

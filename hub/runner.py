@@ -37,8 +37,12 @@ def broker(settings: Settings) -> Iterator[Settings]:
 
     with EmbeddedBroker() as embedded:
         log.info("embedded_broker_started", bootstrap=embedded.bootstrap)
-        yield settings.model_copy(
-            update={"kafka_bootstrap": embedded.bootstrap, "kafka_idempotence": False})
+        # Tansu has no InitProducerId (no idempotent producer), and it holds a group join
+        # for the whole session/rebalance timeouts even with a single member: a demo
+        # should not wait 30 s for that.
+        yield settings.model_copy(update={
+            "kafka_bootstrap": embedded.bootstrap, "kafka_idempotence": False,
+            "group_session_timeout_s": 6.0, "group_rebalance_timeout_s": 3.0})
     log.info("embedded_broker_stopped")
 
 
@@ -63,6 +67,8 @@ def streams_config(settings: Settings) -> StreamsConfig:
         web_port=settings.worker_web_port,
         consumer_instance_id=settings.consumer_instance_id,
         broker_kwargs=broker_kwargs,
+        rebalance_timeout_s=settings.group_rebalance_timeout_s,
+        session_timeout_s=settings.group_session_timeout_s,
     )
 
 
@@ -138,6 +144,7 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
             from faust import Worker
 
             worker: mode.Worker = Worker(app, *services, loop=loop, loglevel=settings.log_level,
+                                         quiet=True,
                                          override_logging=False, redirect_stdouts=False)
         else:
             worker = mode.Worker(*services, loop=loop, loglevel=settings.log_level,

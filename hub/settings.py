@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     store: str = "memory://"
     """``memory://`` (tests, demo) or ``rocksdb://`` (production)."""
     worker_web_port: int = 6066
+    group_session_timeout_s: float = Field(default=30.0, gt=0)
+    group_rebalance_timeout_s: float = Field(default=30.0, gt=0)
     consumer_instance_id: str | None = None
     """Static group membership, so a restart does not trigger a rebalance."""
 

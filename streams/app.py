@@ -73,6 +73,9 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=cfg.consumer_instance_id,
         table_cleanup_interval=60.0,
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_rebalance_timeout=cfg.rebalance_timeout_s,
+        broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
         autodiscover=False,
         **cfg.broker_kwargs,  # type: ignore[arg-type]
     )

@@ -21,6 +21,11 @@ class StreamsConfig:
     web_port: int = 6066
     web_enabled: bool = False
     consumer_instance_id: str | None = None
+    session_timeout_s: float = 30.0
+    """How long the group waits for a silent worker before moving its partitions."""
+    rebalance_timeout_s: float = 30.0
+    """How long a rebalance waits for members to rejoin (the embedded broker waits for
+    all of it even with a single member, so the runner shortens it there)."""
     broker_kwargs: dict[str, object] = field(default_factory=dict)
     """Extra faust broker settings (security), built by the hub from its settings."""
 

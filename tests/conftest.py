@@ -87,6 +87,12 @@ class _LazyApache:
             self.cluster = None
 
 
+@pytest.fixture(name="apache_unavailable", scope="session")
+def _apache_unavailable_fixture() -> Callable[[str], NoReturn]:
+    """``apache_unavailable(reason)``: skip locally, fail when Apache Kafka is required."""
+    return apache_unavailable
+
+
 @pytest.fixture(scope="session")
 def kafka_kind() -> str:
     return kafka_kind_from_env()

@@ -110,6 +110,11 @@ class IngestMetrics(Protocol):
                        size: int) -> None: ...
 
 
+def _present(**fields: Any) -> dict[str, Any]:
+    """Log fields without the empty ones (a None says nothing and costs a column)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -173,19 +178,12 @@ class Ingestor:
             self.stats[f"error.{outcome.error_code}"] += 1
         if outcome.duplicate:
             self.stats["duplicate"] += 1
-        log.info(
-            "ack_sent",
-            transport=transport,
-            listener=listener,
-            peer=peer,
-            facility=outcome.facility,
-            control_id=outcome.control_id,
-            ack_code=outcome.code.value,
-            error_code=outcome.error_code,
-            dead_letter_id=outcome.dead_letter_id,
+        log.info("ack_sent", **_present(
+            transport=transport, listener=listener, peer=peer, facility=outcome.facility,
+            control_id=outcome.control_id, ack_code=outcome.code.value,
+            error_code=outcome.error_code, dead_letter_id=outcome.dead_letter_id,
             reason="duplicate" if outcome.duplicate else None,
-            latency_ms=round(latency * 1000, 2),
-        )
+            latency_ms=round(latency * 1000, 2)))
         if self.metrics is not None:
             self.metrics.message_handled(
                 transport=transport, listener=listener, ack_code=outcome.code.value,
@@ -394,8 +392,9 @@ class Ingestor:
             log.error("dead_letter_failed", transport=transport, listener=listener,
                       error_code=error.code.value, reason=type(exc).__name__)
             dl_id = None
-        log.warning("frame_rejected", transport=transport, listener=listener, peer=peer,
-                    error_code=error.code.value, size=size, dead_letter_id=dl_id)
+        log.warning("frame_rejected", **_present(
+            transport=transport, listener=listener, peer=peer, error_code=error.code.value,
+            size=size, dead_letter_id=dl_id))
         if self.metrics is not None:
             self.metrics.frame_rejected(transport=transport, listener=listener,
                                         error_code=error.code.value, size=size)
@@ -437,9 +436,10 @@ class Ingestor:
         self.stats[f"http.{outcome.status}"] += 1
         if outcome.error_code:
             self.stats[f"error.{outcome.error_code}"] += 1
-        log.info("fhir_answered", transport=transport, listener=listener, path=path,
-                 http_status=outcome.status, error_code=outcome.error_code,
-                 dead_letter_id=outcome.dead_letter_id, latency_ms=round(latency * 1000, 2))
+        log.info("fhir_answered", **_present(
+            transport=transport, listener=listener, path=path, http_status=outcome.status,
+            error_code=outcome.error_code, dead_letter_id=outcome.dead_letter_id,
+            latency_ms=round(latency * 1000, 2)))
         if self.metrics is not None:
             self.metrics.message_handled(
                 transport=transport, listener=listener, ack_code=str(outcome.status),

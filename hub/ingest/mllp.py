@@ -92,7 +92,7 @@ class MllpServer:
             ssl_handshake_timeout=30.0 if ctx else None,
         )
         log.info("listener_started", transport="mllp", listener=self.listener,
-                 host=self.host, port=self.port, reason="tls" if self.tls else None)
+                 host=self.host, port=self.port, reason="tls" if self.tls else "plaintext")
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, let in-flight messages get their ACK (bounded), close the rest."""

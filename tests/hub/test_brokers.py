@@ -9,7 +9,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -96,7 +98,7 @@ def _start_parent() -> tuple[subprocess.Popen[str], int]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert parent.stdout is not None
+    assert parent.stdout is not None and parent.stderr is not None
     line = parent.stdout.readline()
     if not line.strip():
         parent.kill()
@@ -124,13 +126,13 @@ def test_no_orphan_when_parent_dies(sig: signal.Signals) -> None:
 
 @pytest.mark.apache
 @pytest.mark.slow
-async def test_apache_single_broker_start_produce_consume_stop() -> None:
+async def test_apache_single_broker_start_produce_consume_stop(
+    apache_unavailable: Callable[[str], NoReturn],
+) -> None:
     cluster = ApacheKafkaCluster(brokers=1)
     try:
         await cluster.astart()
     except BrokerStartError as exc:
-        from tests.conftest import apache_unavailable
-
         apache_unavailable(str(exc))
     try:
         assert cluster.started_in_s is not None
@@ -159,7 +161,9 @@ async def test_apache_single_broker_start_produce_consume_stop() -> None:
 
 @pytest.mark.apache
 @pytest.mark.slow
-def test_apache_cli_start_status_stop(tmp_path: Path) -> None:
+def test_apache_cli_start_status_stop(
+    tmp_path: Path, apache_unavailable: Callable[[str], NoReturn]
+) -> None:
     run_dir = tmp_path / "run"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -173,8 +177,6 @@ def test_apache_cli_start_status_stop(tmp_path: Path) -> None:
 
     started = cli("start")
     if started.returncode != 0:
-        from tests.conftest import apache_unavailable
-
         apache_unavailable(started.stderr[-2000:])
     try:
         bootstrap = started.stdout.strip().splitlines()[-1]

@@ -59,6 +59,8 @@ def hub_process(bootstrap: str, *, idempotent: bool, roles: str = "run") -> Iter
         "HUB_STATE_DIR": f"/tmp/hub-state-{prefix}",
         "HUB_LOG_LEVEL": "INFO",
     }
+    if not idempotent:  # the embedded broker: see hub.runner.broker
+        env.update(HUB_GROUP_SESSION_TIMEOUT_S="6", HUB_GROUP_REBALANCE_TIMEOUT_S="3")
     settings = Settings(
         kafka_bootstrap=bootstrap, kafka_idempotence=idempotent, topic_prefix=prefix,
         partitions=3, mllp_port=int(env["HUB_MLLP_PORT"]), http_port=int(env["HUB_HTTP_PORT"]),
