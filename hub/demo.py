@@ -55,8 +55,8 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
         await asyncio.sleep(0.5)
     latency = time.monotonic() - started
     dlq = await read_topic(settings, settings.topic(HUB_DLQ.name), timeout=3)
-    kinds = Counter(orjson.loads(r.value)["kind"] for r in events)
-    codes = Counter(orjson.loads(r.value)["error_code"] for r in dlq)
+    kinds = Counter(orjson.loads(r.value or b"{}").get("kind") for r in events)
+    codes = Counter(orjson.loads(r.value or b"{}").get("error_code") for r in dlq)
 
     table = Table(title="Care transitions hub: demo feed replayed over MLLP")
     table.add_column("what")

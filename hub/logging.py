@@ -41,7 +41,10 @@ REDACTED = "[redacted]"
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def phi_allow_list(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+EventDict = MutableMapping[str, Any]
+
+
+def phi_allow_list(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """Redact every value whose key is not allow-listed; keep only snake_case event names."""
     for key in list(event_dict):
         if key not in ALLOWED_KEYS:
@@ -54,7 +57,7 @@ def phi_allow_list(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
-def _stdlib_extract(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _stdlib_extract(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """For stdlib records (faust, mode, aiokafka): keep the format string, drop the args.
 
     A library's format string is a constant written by its authors; the arguments are
@@ -69,7 +72,7 @@ def _stdlib_extract(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
     return event_dict
 
 
-def exception_shape(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def exception_shape(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """Replace ``exc_info`` by the exception's type and frames; never its message.
 
     Exception messages quote data (a pydantic error echoes its input, a KeyError its
@@ -124,7 +127,8 @@ def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = No
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter at INFO is noise for ops and may echo payload fragments.
-    for noisy in os.environ.get("HUB_QUIET_LOGGERS", "aiokafka,faust,mode,kafka,aiohttp.access").split(","):
+    quiet = os.environ.get("HUB_QUIET_LOGGERS", "aiokafka,faust,mode,kafka,aiohttp.access")
+    for noisy in quiet.split(","):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

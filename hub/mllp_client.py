@@ -7,6 +7,7 @@ connection, as MLLP requires; parallelism comes from several connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterable
 
@@ -30,10 +31,8 @@ class MllpClient:
     async def __aexit__(self, *exc: object) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self._writer.wait_closed()
-            except (ConnectionError, ssl.SSLError):
-                pass
 
     async def send(self, message: bytes) -> bytes:
         """Send one message and return its ACK payload (unframed)."""

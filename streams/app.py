@@ -81,7 +81,10 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
     )
     counters = NormalizeCounters()
     raw_topics = _raw_topics(app, cfg)
-    formats = {cfg.topic(catalogue.EHR_HL7V2.name): "hl7v2", cfg.topic(catalogue.EHR_FHIR.name): "fhir"}
+    formats = {
+        cfg.topic(catalogue.EHR_HL7V2.name): "hl7v2",
+        cfg.topic(catalogue.EHR_FHIR.name): "fhir",
+    }
     events_topic = app.topic(
         cfg.topic(catalogue.CARE_EVENTS.name), key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw", internal=False,
@@ -109,7 +112,8 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
     async def dead_letter(event: EventT, record: RawRecord, error: MappingError) -> None:
         msg = event.message
         now = datetime.now(UTC)
-        dl_id = hashlib.sha256(f"{msg.topic}:{msg.partition}:{msg.offset}".encode()).hexdigest()[:32]
+        coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
+        dl_id = hashlib.sha256(coords.encode()).hexdigest()[:32]
         size = len(record.value)
         letter = DeadLetter(
             id=dl_id,
@@ -140,7 +144,8 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
     async def process(event: EventT) -> None:
         msg = event.message
         headers = {k: v for k, v in (event.headers or {}).items() if isinstance(v, bytes)}
-        record = RawRecord(format=formats.get(msg.topic, "hl7v2"), value=event.value, headers=headers)
+        record = RawRecord(format=formats.get(msg.topic, "hl7v2"), value=event.value,
+                           headers=headers)
         now = datetime.now(UTC)
         key = dedup_key(record)
         coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
@@ -180,7 +185,7 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
             # nothing may escape: an unexpected failure becomes a dead letter too.
             try:
                 await process(event)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.error("normalize_failed", exc_type=type(exc).__name__,
                           topic=event.message.topic, partition=event.message.partition,
                           offset=event.message.offset)
@@ -188,8 +193,9 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
                     record = RawRecord(format=formats.get(event.message.topic, "hl7v2"),
                                        value=event.value or b"", headers={})
                     await dead_letter(event, record, MappingError(
-                        ErrorCode.INTERNAL_ERROR, f"unexpected {type(exc).__name__} in normalize"))
-                except Exception as exc2:  # noqa: BLE001
+                        ErrorCode.INTERNAL_ERROR,
+                        f"unexpected {type(exc).__name__} in normalize"))
+                except Exception as exc2:
                     log.error("dead_letter_failed", exc_type=type(exc2).__name__,
                               topic=event.message.topic, partition=event.message.partition,
                               offset=event.message.offset)

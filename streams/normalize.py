@@ -6,6 +6,7 @@ Pure apart from calling the mappers: no faust, no Kafka. The agent in
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -63,10 +64,8 @@ def normalize(record: RawRecord, *, now: datetime, default_tz: str,
     tz = tz_header.decode() if tz_header else default_tz
     if record.format == "hl7v2":
         if not tz_header and feed_timezones:
-            try:
+            with contextlib.suppress(MappingError):
                 tz = feed_timezones.get(read_header(record.value).sending_facility or "", tz)
-            except MappingError:
-                pass
         return map_hl7v2(record.value, received_at=at, default_tz=tz)
     if record.format == "fhir":
         return map_fhir(record.value, received_at=at, default_tz=tz)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -188,3 +189,73 @@ def test_apache_cli_start_status_stop(
         stopped = cli("stop")
     assert stopped.returncode == 0, stopped.stderr
     assert cli("status").returncode == 1
+
+
+_APACHE_CHILD = textwrap.dedent(
+    """
+    import time
+    from hub.brokers.apache import ApacheKafkaCluster
+    c = ApacheKafkaCluster(brokers=1)
+    c.start()
+    print(c.nodes[0].proc.pid, flush=True)
+    time.sleep(300)
+    """
+)
+
+
+@pytest.mark.apache
+@pytest.mark.slow
+def test_apache_jvm_dies_with_its_parent(apache_unavailable: Callable[[str], NoReturn]) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _APACHE_CHILD],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None and parent.stderr is not None
+    line = parent.stdout.readline()
+    if not line.strip():
+        parent.kill()
+        apache_unavailable(parent.stderr.read()[-2000:])
+    jvm = int(line)
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert _pid_gone(jvm, 30), f"Kafka JVM {jvm} outlived its SIGKILLed parent"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(jvm, signal.SIGKILL)
+
+
+@pytest.mark.apache
+@pytest.mark.slow
+async def test_three_brokers_keep_acking_through_a_crash(
+    apache_cluster3: ApacheKafkaCluster,
+) -> None:
+    cluster = apache_cluster3
+    settings = Settings(
+        kafka_bootstrap=cluster.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=3,
+        replication_factor=3,
+        min_insync_replicas=2,
+    )
+    await ensure_topics(settings, [EHR_HL7V2])
+    sent: list[tuple[int, int]] = []
+    async with DurableProducer(settings, idempotent=True) as producer:
+        for i in range(5):
+            sent.append(await producer.send("ehr.hl7v2", b"%d" % i, key=b"k%d" % i, timeout=30))
+        cluster.kill(2)
+        try:
+            # acks=all with min.insync.replicas=2 still succeeds with 2 of 3 alive, once
+            # the controller has moved leadership off the dead node.
+            for i in range(5, 15):
+                sent.append(await producer.send("ehr.hl7v2", b"%d" % i, key=b"k%d" % i, timeout=60))
+        finally:
+            await asyncio.to_thread(cluster.restart, 2)
+    assert len(metadata_brokers(*_port_of(cluster.bootstrap))) == 3
+    records = await read_topic(settings, "ehr.hl7v2", timeout=60, min_records=15)
+    # Idempotent producer: retries across the leader change wrote no duplicates.
+    assert sorted(int(r.value or b"-1") for r in records) == list(range(15))
+    assert sorted((r.partition, r.offset) for r in records) == sorted(sent)

@@ -135,10 +135,57 @@ async def _flow(settings: Settings) -> None:
     assert payloads[0].value == bad and payloads[0].key.decode() == letters[0]["id"]
 
 
-async def test_mllp_to_care_events_on_the_test_broker(kafka_bootstrap: str) -> None:
-    idempotent = os.environ.get("HUB_TEST_KAFKA") == "apache"
-    with hub_process(kafka_bootstrap, idempotent=idempotent) as settings:
+async def test_mllp_to_care_events_on_the_test_broker(kafka_bootstrap: str,
+                                                       kafka_idempotent: bool) -> None:
+    with hub_process(kafka_bootstrap, idempotent=kafka_idempotent) as settings:
         await _flow(settings)
+
+
+async def test_fhir_over_http_and_direct_kafka_producers(
+        kafka_bootstrap: str, kafka_idempotent: bool, corpus_dir: Path) -> None:
+    """FHIR over HTTP -> care.events; a producer writing to ehr.hl7v2 directly gets
+    normalize's dedup (facility + control id) and dead letters with coordinates."""
+    import aiohttp
+
+    from hub.kafka import DurableProducer
+
+    bundle = (corpus_dir / "fhir/davinci-alerts/admit-notification-message-bundle-01.json"
+              ).read_bytes()
+    with hub_process(kafka_bootstrap, idempotent=kafka_idempotent) as settings:
+        url = f"http://127.0.0.1:{settings.http_port}/fhir"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=bundle,
+                                 headers={"Content-Type": "application/fhir+json"}) as resp:
+                assert resp.status == 202, await resp.text()
+                ids = (await resp.json())["event_ids"]
+            async with http.post(url, data=b'{"resourceType": "Observation", "id": "x"}',
+                                 headers={"Content-Type": "application/fhir+json"}) as resp:
+                assert resp.status in (400, 422)
+                outcome = await resp.json()
+                assert outcome["resourceType"] == "OperationOutcome"
+
+        good = next(iter(generate(FeedConfig(patients=1, seed=99, bad_messages=False))))
+        bad = b"MSH|^~\\&|X|GENHOSP|H|H|20261102||ADT^A01|K2|P|2.5.1\rPID|1\r"
+        producer = DurableProducer(settings, idempotent=kafka_idempotent)
+        await producer.start()
+        try:
+            topic = settings.topic("ehr.hl7v2")
+            for value in (good, good, bad):  # the second is a sender's resend
+                await producer.send(topic, value, key=b"k", headers=None, timeout=30)
+        finally:
+            await producer.stop()
+
+        events = await _wait_for(settings, "care.events", 2)
+        decoded = [orjson.loads(r.value) for r in events]
+        assert sorted(e["event_id"] for e in decoded if e["source"]["format"] == "fhir") == \
+            sorted(ids)
+        hl7 = [e for e in decoded if e["source"]["format"] == "hl7v2"]
+        assert len(hl7) == 1, "the resent control id was dropped by normalize's dedup"
+        letters = [orjson.loads(r.value) for r in await _wait_for(settings, "hub.dlq", 2)]
+        normalize_letters = [dl for dl in letters if dl["stage"] == "normalize"]
+        assert len(normalize_letters) == 1
+        src = normalize_letters[0]["source"]
+        assert src["topic"] == settings.topic("ehr.hl7v2") and src["offset"] == 2
 
 
 async def test_same_flow_on_the_embedded_broker(embedded_bootstrap: str) -> None:
