@@ -6,7 +6,6 @@ are named after them): renaming one is a migration, not a refactor.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -19,17 +18,14 @@ from faust.types import EventT
 from schemas import topics as catalogue
 from schemas.canonical import dump_event, patient_ref
 from schemas.errors import ErrorCode, MappingError
-from schemas.records import DeadLetter, SourceCoordinates
+from schemas.records import SourceCoordinates, build_dead_letter
 from streams.config import StreamsConfig
-from streams.normalize import RawRecord, dedup_key, normalize
+from streams.normalize import RawRecord, dedup_key, normalize, received_at
 
 log = structlog.stdlib.get_logger("streams.normalize")
 
 NORMALIZE_AGENT = "normalize"
 DEDUP_TABLE = "normalize-dedup"
-# Dead-letter payloads above this are truncated: Kafka's default max message size is
-# 1 MB and a dead letter must never fail to be written because of its own size.
-MAX_DLQ_PAYLOAD = 900 * 1024
 
 
 class NormalizeCounters:
@@ -112,28 +108,19 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
     async def dead_letter(event: EventT, record: RawRecord, error: MappingError) -> None:
         msg = event.message
         now = datetime.now(UTC)
-        coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
-        dl_id = hashlib.sha256(coords.encode()).hexdigest()[:32]
-        size = len(record.value)
-        letter = DeadLetter(
-            id=dl_id,
-            stage="normalize",
-            error_code=error.code.value,
-            hl7_error_code=error.hl7_code if record.format == "hl7v2" else None,
-            detail=error.detail,
-            position=error.position,
+        letter, payload = build_dead_letter(
+            stage="normalize", error=error, original=record.value,
+            received_at=received_at(record, now), now=now, transport="kafka",
+            content_type=record.format, hl7=record.format == "hl7v2",
             source=SourceCoordinates(topic=msg.topic, partition=msg.partition, offset=msg.offset),
-            transport="kafka",
-            content_type=record.format,
-            received_at=now,
-            dead_lettered_at=now,
-            original_size=size,
-            payload_stored=size <= MAX_DLQ_PAYLOAD,
-            payload_truncated_to=None if size <= MAX_DLQ_PAYLOAD else MAX_DLQ_PAYLOAD,
         )
-        # Payload first: a dead letter that points at a payload must find it there.
-        await payload_topic.send(key=dl_id.encode(), value=record.value[:MAX_DLQ_PAYLOAD])
-        await dlq_topic.send(key=dl_id.encode(), value=letter.model_dump_json().encode())
+        dl_id = letter.id
+        # Payload first, and delivered, before the record that points at it (dead
+        # letters are rare, so waiting for this one delivery costs nothing).
+        delivered = await payload_topic.send(key=dl_id.encode(), value=payload)
+        await delivered
+        await dlq_topic.send(key=dl_id.encode(),
+                             value=letter.model_dump_json(exclude_none=True).encode())
         counters.dead_letters += 1
         log.warning(
             "record_dead_lettered", stage="normalize", topic=msg.topic,

@@ -39,6 +39,8 @@ __all__ = [
     "BrokerNode",
     "BrokerStartError",
     "free_port",
+    "install_exit_hooks",
+    "kill_process",
     "metadata_brokers",
     "register_child",
     "spawn",
@@ -145,6 +147,7 @@ def spawn(
 _children: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
 _children_lock = threading.Lock()
 _exit_hooks_installed = False
+_sigterm_installed = False
 
 
 def _stop_signal(proc: subprocess.Popen[bytes]) -> int:
@@ -195,22 +198,24 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _install_exit_hooks() -> None:
-    global _exit_hooks_installed
-    if _exit_hooks_installed:
-        return
-    _exit_hooks_installed = True
-    atexit.register(_terminate_all)
-    # Signal handlers can only be set from the main thread, and we never replace one
-    # somebody else installed (faust, aiohttp): PDEATHSIG still covers those cases.
-    if threading.current_thread() is threading.main_thread():
+def install_exit_hooks() -> None:
+    """atexit + SIGTERM handler (main thread only) that stop every live child."""
+    global _exit_hooks_installed, _sigterm_installed
+    if not _exit_hooks_installed:
+        _exit_hooks_installed = True
+        atexit.register(_terminate_all)
+    # Signal handlers can only be set from the main thread (a later call from there
+    # still installs it), and we never replace one somebody else installed (faust,
+    # aiohttp): PDEATHSIG still covers those cases.
+    if not _sigterm_installed and threading.current_thread() is threading.main_thread():
+        _sigterm_installed = True
         with contextlib.suppress(ValueError):
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
                 signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def register_child(proc: subprocess.Popen[bytes], stop_signal: int = signal.SIGTERM) -> None:
-    _install_exit_hooks()
+    install_exit_hooks()
     with _children_lock:
         _children[proc.pid] = (proc, stop_signal)
 

@@ -37,6 +37,7 @@ from typing import Any
 from hub.brokers import (
     BrokerStartError,
     free_port,
+    install_exit_hooks,
     kill_process,
     metadata_brokers,
     spawn,
@@ -172,6 +173,25 @@ def new_cluster_id() -> str:
             return cid
 
 
+_WORKDIR_PREFIX = "hub-kafka-"
+_OWNER_FILE = "owner.pid"
+
+
+def _sweep_stale_workdirs() -> None:
+    """Remove temp run dirs whose owning process died without cleaning up (SIGKILL).
+
+    Their JVMs are gone too (PDEATHSIG), so only data files remain.
+    """
+    for d in Path(tempfile.gettempdir()).glob(_WORKDIR_PREFIX + "*"):
+        owner = d / _OWNER_FILE
+        try:
+            pid = int(owner.read_text())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 @dataclass
 class _Node:
     node_id: int
@@ -225,6 +245,10 @@ class ApacheKafkaCluster:
     def __post_init__(self) -> None:
         if self.brokers < 1:
             raise ValueError("brokers must be >= 1")
+        if not self.detached:
+            # Here rather than in start(), which may run in a worker thread (astart)
+            # where a SIGTERM handler cannot be installed.
+            install_exit_hooks()
 
     # ------------------------------------------------------------ properties
     @property
@@ -247,7 +271,9 @@ class ApacheKafkaCluster:
         t0 = time.monotonic()
         libs = fetch(self.cache)
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="hub-kafka-"))
+            _sweep_stale_workdirs()
+            self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
+            (self.workdir / _OWNER_FILE).write_text(str(os.getpid()))
             self._own_workdir = True
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster_id = new_cluster_id()

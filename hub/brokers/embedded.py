@@ -14,12 +14,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from hub.brokers import (
     BrokerStartError,
     free_port,
+    install_exit_hooks,
     kill_process,
     spawn,
     tail,
@@ -64,8 +65,11 @@ class EmbeddedBroker:
         self.start_timeout = start_timeout
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
+        self._log: IO[bytes] | None = None
         self.started_in_s: float | None = None
+        # Install the atexit/SIGTERM hooks now: start() may run in a worker thread
+        # (astart), where a signal handler cannot be set.
+        install_exit_hooks()
 
     # ---------------------------------------------------------------- properties
     @property
@@ -83,9 +87,10 @@ class EmbeddedBroker:
         return self._proc is not None and self._proc.poll() is None
 
     def log_tail(self, lines: int = 30) -> str:
-        if self._log_path is None or not self._log_path.exists():
+        if self._log is None:
             return ""
-        return tail(self._log_path.read_bytes(), lines)
+        self._log.seek(0)
+        return tail(self._log.read(), lines)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> str:
@@ -113,29 +118,30 @@ class EmbeddedBroker:
     def _launch(self, binary: str) -> None:
         url = f"tcp://{self.host}:{self.port}"
         # stderr/stdout go to a file, not a pipe: an unread pipe fills up and stalls the
-        # broker, and the file is what we show when it fails to start.
-        fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
-        self._log_path = Path(name)
-        with os.fdopen(fd, "wb") as log:
-            self._proc = spawn(
-                [
-                    binary,
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "RUST_LOG": os.environ.get("HUB_TANSU_LOG", "warn")},
-                # SIGTERM makes Tansu wait ~5 s for connected clients; its data is in
-                # memory anyway, so the immediate SIGINT path loses nothing.
-                stop_signal=signal.SIGINT,
-            )
+        # broker, and the file is what we show when it fails to start. An anonymous
+        # (already unlinked) file, so a SIGKILLed parent leaves nothing behind in /tmp.
+        if self._log is not None:
+            self._log.close()
+        self._log = tempfile.TemporaryFile(prefix="tansu-")  # noqa: SIM115 - lives with the broker
+        self._proc = spawn(
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("HUB_TANSU_LOG", "warn")},
+            # SIGTERM makes Tansu wait ~5 s for connected clients; its data is in
+            # memory anyway, so the immediate SIGINT path loses nothing.
+            stop_signal=signal.SIGINT,
+        )
         proc = self._proc
 
         def died() -> str | None:
@@ -160,9 +166,9 @@ class EmbeddedBroker:
         if self._proc is not None:
             terminate_process(self._proc, timeout)
             self._proc = None
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def kill(self) -> None:
         """SIGKILL the broker (tests of 'broker down' behaviour)."""

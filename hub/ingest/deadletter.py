@@ -15,29 +15,25 @@ acknowledged, even as an error, is ever lost.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Protocol
 
 from hub.settings import Settings
-from schemas.canonical import derive_id
 from schemas.errors import MappingError
 from schemas.records import (
     HEADER_CONTENT_TYPE,
     HEADER_LISTENER,
     HEADER_RECEIVED_AT,
     HEADER_TRANSPORT,
-    DeadLetter,
+    PAYLOAD_LIMIT_BYTES,
     SourceCoordinates,
     Stage,
+    build_dead_letter,
+    dead_letter_id,
 )
 from schemas.topics import HUB_DLQ, HUB_DLQ_PAYLOADS
 
-PAYLOAD_LIMIT_BYTES = 900 * 1024
-"""Largest payload kept whole: under Kafka's 1 MiB default ``max.message.bytes`` with
-room for key and headers, so the DLQ works on any broker without tuning. Longer
-originals (e.g. a 20 MB MLLP frame) are truncated and the record says so."""
-
+__all__ = ["PAYLOAD_LIMIT_BYTES", "Sender", "dead_letter", "dead_letter_id"]
 
 class Sender(Protocol):
     """What a dead letter needs from ``hub.kafka.DurableProducer``."""
@@ -58,21 +54,6 @@ class HeaderLike(Protocol):
     def sending_facility(self) -> str | None: ...
     @property
     def control_id(self) -> str | None: ...
-
-
-def dead_letter_id(
-    *,
-    stage: str,
-    transport: str | None,
-    facility: str | None,
-    message_id: str | None,
-    original: bytes,
-    source: SourceCoordinates | None = None,
-) -> str:
-    """Deterministic: the same bad input resent gives the same id (downstream dedup)."""
-    digest = hashlib.sha256(original).hexdigest()
-    coords = f"{source.topic}/{source.partition}/{source.offset}" if source else None
-    return derive_id("dead-letter", stage, transport, facility, message_id, digest, coords)
 
 
 async def dead_letter(
@@ -103,36 +84,12 @@ async def dead_letter(
     if header is not None:
         facility = facility or header.sending_facility
         message_id = message_id or header.control_id
-    size = max(original_size or 0, len(original))
-    kept = original[:PAYLOAD_LIMIT_BYTES]
-    whole = len(kept) == size
-    dl_id = dead_letter_id(
-        stage=stage,
-        transport=transport,
-        facility=facility,
-        message_id=message_id,
-        original=original,
-        source=source,
+    record, kept = build_dead_letter(
+        stage=stage, error=error, original=original, received_at=received_at, now=now,
+        transport=transport, listener=listener, content_type=content_type, source=source,
+        facility=facility, message_id=message_id, original_size=original_size,
     )
-    record = DeadLetter(
-        id=dl_id,
-        stage=stage,
-        error_code=error.code.value,
-        hl7_error_code=error.hl7_code,
-        detail=error.detail,
-        position=error.position,
-        source=source,
-        transport=transport,
-        listener=listener,
-        content_type=content_type,
-        sending_facility=facility,
-        message_id=message_id,
-        received_at=received_at,
-        dead_lettered_at=now,
-        original_size=size,
-        payload_stored=whole,
-        payload_truncated_to=None if whole else len(kept),
-    )
+    dl_id = record.id
     key = dl_id.encode()
     headers: list[tuple[str, bytes]] = [(HEADER_RECEIVED_AT, received_at.isoformat().encode())]
     if transport:
