@@ -54,14 +54,19 @@ async def _produce(settings, messages: list[bytes]) -> None:  # type: ignore[no-
         await producer.stop()
 
 
-async def _count(settings, topic: str, n: int, timeout: float) -> int:  # type: ignore[no-untyped-def]
+async def _outputs(settings, topic: str, n: int, timeout: float) -> list:  # type: ignore[no-untyped-def]
     from hub.kafka import read_topic
 
-    records = await read_topic(settings, settings.topic(topic), timeout=timeout, min_records=n)
-    return len(records)
+    return await read_topic(settings, settings.topic(topic), timeout=timeout, min_records=n)
 
 
-def stream(n: int, bootstrap: str | None) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stream(n: int, bootstrap: str | None, partitions: int = 1) -> float:
     from hub.brokers.embedded import EmbeddedBroker
     from hub.settings import Settings
 
@@ -74,23 +79,33 @@ def stream(n: int, bootstrap: str | None) -> float:
         bootstrap = embedded.bootstrap
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     idem = embedded is None
-    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=1,
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions,
                         kafka_idempotence=idem)
     try:
         asyncio.run(_produce(settings, messages))
         env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": bootstrap, "HUB_TOPIC_PREFIX": prefix,
-               "HUB_APP_ID": f"bench-{prefix}", "HUB_PARTITIONS": "1", "HUB_LOG_LEVEL": "WARNING",
+               "HUB_APP_ID": f"bench-{prefix}", "HUB_PARTITIONS": str(partitions), "HUB_LOG_LEVEL": "WARNING",
                "HUB_KAFKA_IDEMPOTENCE": str(idem).lower()}
+        if embedded is not None:  # see hub.runner.broker: Tansu holds joins for the timeout
+            env.update(HUB_GROUP_SESSION_TIMEOUT_S="6", HUB_GROUP_REBALANCE_TIMEOUT_S="3")
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "worker"], cwd=REPO, env=env)
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get(
+            "BENCH_PROFILE") else []
+        proc = subprocess.Popen([sys.executable, *profile, "-m", "hub.cli", "worker"], cwd=REPO,
+                                env=env)
         try:
-            got = asyncio.run(_count(settings, "care.events", n, timeout=600))
+            records = asyncio.run(_outputs(settings, "care.events", n, timeout=600))
             elapsed = time.perf_counter() - start
+            cpu = _cpu_seconds(proc.pid)
         finally:
             proc.terminate()
             proc.wait(30)
-        print(f"stream: {got}/{n} events in {elapsed:.1f}s (includes worker start-up)")
-        return got / elapsed
+        stamps = sorted(r.timestamp for r in records)
+        busy = max((stamps[-1] - stamps[0]) / 1000, 1e-3) if stamps else float("nan")
+        print(f"stream: {len(records)}/{n} events; {elapsed:.1f}s wall including worker "
+              f"start-up; first to last output {busy:.1f}s; worker CPU {cpu:.1f}s "
+              f"(start-up included) -> {len(records) / cpu:,.0f} events per CPU-second")
+        return len(records) / busy
     finally:
         if embedded is not None:
             embedded.stop()
@@ -101,11 +116,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--bootstrap")
+    parser.add_argument("--partitions", type=int, default=1)
     args = parser.parse_args()
     print(f"normalize (pure step, 1 core): {pure(args.messages):,.0f} ADT messages/s")
     if args.stream:
-        rate = stream(args.messages, args.bootstrap)
-        print(f"normalize (faust worker, 1 partition, 1 process): {rate:,.0f} ADT messages/s")
+        rate = stream(args.messages, args.bootstrap, args.partitions)
+        print(f"normalize (faust worker, {args.partitions} partition(s), 1 process): "
+              f"{rate:,.0f} ADT messages/s")
 
 
 if __name__ == "__main__":

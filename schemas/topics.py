@@ -1,6 +1,6 @@
 """The topic catalogue: every topic the hub reads or writes, declared once.
 
-Topics are created from this table at start-up (``hub.kafka_admin.ensure_topics``) and
+Topics are created from this table at start-up (``hub.kafka.ensure_topics``) and
 the faust app declares its topics from it, so a name is never spelled twice. Names are
 ``<domain>.<thing>``; renaming one is a migration.
 """

@@ -53,6 +53,13 @@ def _raw_topics(app: faust.App, cfg: StreamsConfig) -> Any:
     )
 
 
+def _parse_seen(value: bytes | None) -> tuple[float, str | None]:
+    if not value:
+        return 0.0, None
+    at, _, coords = value.decode().partition(" ")
+    return float(at), coords
+
+
 def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
     """Build the faust app for ``cfg``; no global app, so tests can build several."""
     app = faust.App(
@@ -63,6 +70,10 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         topic_replication_factor=cfg.replication_factor,
         topic_partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
         producer_acks=-1,
+        # Batch outputs for a few ms: one produce request per event caps a worker far
+        # below what the mappers can do (measured in bench/bench_normalize.py).
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
         processing_guarantee="at_least_once",
         web_enabled=cfg.web_enabled,
         web_port=cfg.web_port,
@@ -81,10 +92,7 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         cfg.topic(catalogue.EHR_HL7V2.name): "hl7v2",
         cfg.topic(catalogue.EHR_FHIR.name): "fhir",
     }
-    events_topic = app.topic(
-        cfg.topic(catalogue.CARE_EVENTS.name), key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw", internal=False,
-    )
+    events_name = cfg.topic(catalogue.CARE_EVENTS.name)
     dlq_topic = app.topic(
         cfg.topic(catalogue.HUB_DLQ.name), key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw", internal=False,
@@ -93,15 +101,18 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         cfg.topic(catalogue.HUB_DLQ_PAYLOADS.name), key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw", internal=False,
     )
-    # dedup key -> [first-seen epoch seconds, "topic:partition:offset"]. Keeping the
+    # dedup key -> b"<first-seen epoch seconds> <topic:partition:offset>". Keeping the
     # coordinates of the first sighting tells a redelivery of that same record (after a
     # crash before commit: must be processed again, its outputs have the same ids) from
     # a sender's resend of the message (a duplicate: dropped).
     dedup = app.Table(
         DEDUP_TABLE,
         default=None,
-        key_type=str,
-        value_type=list,
+        # Raw bytes both ways: JSON codecs on this per-event write were measurable.
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
         partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
     )
 
@@ -134,10 +145,11 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         record = RawRecord(format=formats.get(msg.topic, "hl7v2"), value=event.value,
                            headers=headers)
         now = datetime.now(UTC)
-        key = dedup_key(record)
+        key = dedup_key(record).encode()
         coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
-        seen = dedup.get(key)
-        if seen is not None and seen[1] != coords and time.time() - seen[0] < cfg.dedup_window_s:
+        seen_at, seen_coords = _parse_seen(dedup.get(key))
+        if seen_coords is not None and seen_coords != coords and \
+                time.time() - seen_at < cfg.dedup_window_s:
             counters.duplicates += 1
             log.info("duplicate_dropped", topic=msg.topic, partition=msg.partition,
                      offset=msg.offset)
@@ -149,19 +161,21 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
             await dead_letter(event, record, exc)
             return
         for ev in mapped:
-            await events_topic.send(
-                key=ev.patient.key.encode(),
-                value=orjson.dumps(dump_event(ev)),
-                headers={"hub-event-id": ev.event_id.encode(), "hub-source": coords.encode()},
+            # The producer directly, not Topic.send: faust's FutureMessage bookkeeping
+            # per output cost more CPU than the mapping (bench/bench_normalize.py).
+            # Still at-least-once: faust flushes this producer before every commit.
+            await app.producer.send(
+                events_name, ev.patient.key.encode(), orjson.dumps(dump_event(ev)), None, None,
+                [("hub-event-id", ev.event_id.encode()), ("hub-source", coords.encode())],
             )
-            log.info("event_published", event_id=ev.event_id, kind=ev.kind.value,
+            log.debug("event_published", event_id=ev.event_id, kind=ev.kind.value,
                      trigger=ev.trigger, patient_ref=patient_ref(ev.patient.key),
                      topic=msg.topic, partition=msg.partition, offset=msg.offset)
         # Mark as seen only after the outputs were handed to the producer; faust
         # flushes the producer before committing the offset, so a crash in between
         # replays this record and the same coordinates let it through again.
-        if seen is None or seen[1] != coords:
-            dedup[key] = [time.time(), coords]
+        if seen_coords != coords:
+            dedup[key] = f"{time.time():.3f} {coords}".encode()
         counters.mapped += 1
         counters.events += len(mapped)
 
