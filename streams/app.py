@@ -109,10 +109,8 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         DEDUP_TABLE,
         default=None,
         # Raw bytes both ways: JSON codecs on this per-event write were measurable.
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                            value_serializer="raw"),
         partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
     )
 
