@@ -84,7 +84,8 @@ def stream(n: int, bootstrap: str | None, partitions: int = 1) -> float:
     try:
         asyncio.run(_produce(settings, messages))
         env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": bootstrap, "HUB_TOPIC_PREFIX": prefix,
-               "HUB_APP_ID": f"bench-{prefix}", "HUB_PARTITIONS": str(partitions), "HUB_LOG_LEVEL": "WARNING",
+               "HUB_APP_ID": f"bench-{prefix}", "HUB_PARTITIONS": str(partitions),
+               "HUB_LOG_LEVEL": "WARNING",
                "HUB_KAFKA_IDEMPOTENCE": str(idem).lower()}
         if embedded is not None:  # see hub.runner.broker: Tansu holds joins for the timeout
             env.update(HUB_GROUP_SESSION_TIMEOUT_S="6", HUB_GROUP_REBALANCE_TIMEOUT_S="3")

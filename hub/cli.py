@@ -44,6 +44,44 @@ def cmd_map(args: argparse.Namespace) -> int:
     return run_map(args.files, default_tz=args.tz, out=sys.stdout)
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    from hub.commands.decide_cmd import main_decide
+
+    return main_decide(args)
+
+
+def cmd_roster(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hub.kafka import KafkaUnavailableError
+    from hub.roster import RosterError, load_roster_file, push_roster
+
+    try:
+        roster = load_roster_file(Path(args.file))
+    except OSError as exc:
+        print(f"hub roster: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except RosterError as exc:
+        print(f"hub roster: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"roster ok: {len(roster.teams)} teams, {len(roster.managers)} managers")
+    if args.action == "check":
+        return 0
+    settings = _settings()
+    if not settings.kafka_bootstrap:
+        print("hub roster push: HUB_KAFKA_BOOTSTRAP is not set (no hub to push to)",
+              file=sys.stderr)
+        return 2
+    try:
+        partition, offset = asyncio.run(push_roster(settings, roster))
+    except (KafkaUnavailableError, OSError) as exc:
+        print(f"hub roster push: {exc}", file=sys.stderr)
+        return 2
+    print(f"pushed to {settings.topic('config.roster')} (partition {partition}, "
+          f"offset {offset}); workers apply it within seconds")
+    return 0
+
+
 def cmd_feed(args: argparse.Namespace) -> int:
     from hub.feed import FeedConfig, generate
 
@@ -128,6 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.add_argument("--tz", default="UTC", help="zone for HL7 timestamps without an offset")
     p.set_defaults(func=cmd_map)
+
+    p = sub.add_parser("decide", help="run the care rules offline over HL7 v2 / FHIR files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--rules", help="rules YAML (default: the shipped hub/samples/rules.yaml)")
+    p.add_argument("--roster", help="roster YAML (default: hub/samples/roster.yaml)")
+    p.add_argument("--agencies", help="agency directory YAML (referrals)")
+    p.add_argument("--now", help="run the timers at this time at the end (ISO-8601 + offset)")
+    p.add_argument("--tz", default="UTC",
+                   help="zone for timestamps without an offset and for facilities the "
+                        "rules file does not place")
+    p.add_argument("--fhir", action="store_true", help="include the FHIR resources")
+    p.set_defaults(func=cmd_decide)
+
+    p = sub.add_parser("roster", help="validate or push the roster (teams, managers, shifts)")
+    p.add_argument("action", choices=["check", "push"])
+    p.add_argument("file")
+    p.set_defaults(func=cmd_roster)
 
     p = sub.add_parser("feed", help="write the synthetic ADT feed")
     p.add_argument("--patients", type=int, default=20)

@@ -34,9 +34,12 @@ __all__ = [
     "Record",
     "broker_ready",
     "client_kwargs",
+    "end_offsets",
     "ensure_topics",
     "faust_credentials",
+    "fetch_record",
     "full_topic",
+    "group_lag",
     "max_record_bytes",
     "read_topic",
     "ssl_context",
@@ -518,3 +521,107 @@ async def _quiet_close(client: Any) -> None:
         await client.close()
     except Exception as exc:
         log.debug("kafka client close failed: %r", exc)
+
+
+# ------------------------------------------------------------- offsets and lag
+
+
+def _offsets_consumer(settings: Settings, timeout: float) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **client_kwargs(settings),
+        client_id=f"{settings.app_id}-offsets",
+        group_id=None,
+        enable_auto_commit=False,
+        request_timeout_ms=max(5000, int(timeout * 1000) + 1000),
+    )
+
+
+async def end_offsets(settings: Settings, topics: Iterable[str], *, timeout: float = 10.0
+                      ) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (beginning offset, end offset) for every partition of
+    ``topics`` (catalogue names or prefixed). Topics that do not exist are left out."""
+    names = [full_topic(settings, t) for t in topics]
+    consumer = _offsets_consumer(settings, timeout)
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+        tps: list[TopicPartition] = []
+        for name in names:
+            tps += [TopicPartition(name, p)
+                    for p in sorted(await _partitions(settings, name, timeout))]
+        if not tps:
+            return {}
+        begin = await asyncio.wait_for(consumer.beginning_offsets(tps), timeout)
+        end = await asyncio.wait_for(consumer.end_offsets(tps), timeout)
+        return {(tp.topic, tp.partition): (int(begin[tp]), int(end[tp])) for tp in tps}
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise KafkaUnavailableError(f"reading offsets failed: {exc!r}") from exc
+    finally:
+        await _quiet_stop(consumer)
+
+
+async def group_lag(settings: Settings, group: str, topics: Iterable[str], *,
+                    timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """Consumer lag of ``group``: end offset minus committed offset, per partition.
+
+    Covers every partition of ``topics`` (a partition without a commit yet lags by
+    everything still retained in it, as the group reads from the earliest offset) and
+    any other partition the group has committed on. The same definition as Kafka's
+    ``kafka-consumer-groups --describe``: records not yet committed, not "not yet read".
+    """
+    admin = await _start_admin(settings, timeout)
+    try:
+        committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group), timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise KafkaUnavailableError(f"reading offsets of group {group} failed: {exc!r}") from exc
+    finally:
+        await _quiet_stop(admin)
+    done = {(tp.topic, tp.partition): int(meta.offset) for tp, meta in committed.items()}
+    wanted = {full_topic(settings, t) for t in topics} | {t for t, _ in done}
+    offsets = await end_offsets(settings, sorted(wanted), timeout=timeout)
+    lag: dict[tuple[str, int], int] = {}
+    for tp, (begin, end) in offsets.items():
+        at = done.get(tp, -1)
+        lag[tp] = max(0, end - (at if at >= 0 else begin))
+    return lag
+
+
+async def fetch_record(settings: Settings, topic: str, partition: int, offset: int, *,
+                       timeout: float = 10.0) -> Record | None:
+    """The record at (topic, partition, offset), or None if it is gone (retention)."""
+    name = full_topic(settings, topic)
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings),
+        client_id=f"{settings.app_id}-fetch",
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=max_record_bytes(settings),
+        fetch_max_bytes=max(52428800, max_record_bytes(settings)),
+        request_timeout_ms=max(5000, int(timeout * 1000) + 1000),
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+        tp = TopicPartition(name, partition)
+        consumer.assign([tp])
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not begin <= offset < end:
+            return None
+        consumer.seek(tp, offset)
+        while loop.time() < deadline:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for m in batch.get(tp, ()):
+                if m.offset == offset:
+                    return Record(key=m.key, value=m.value,
+                                  headers={k: bytes(v) for k, v in (m.headers or ())},
+                                  partition=m.partition, offset=m.offset,
+                                  timestamp=m.timestamp, topic=m.topic)
+                if m.offset > offset:  # compacted away
+                    return None
+        return None
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise KafkaUnavailableError(f"fetching {name}/{partition}/{offset} failed: {exc!r}"
+                                    ) from exc
+    finally:
+        await _quiet_stop(consumer)

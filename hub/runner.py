@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import mode
 
+from hub.commands.decide_cmd import DEFAULT_ROSTER, DEFAULT_RULES
 from hub.logging import configure, get_logger
 from hub.settings import Settings
 from schemas.topics import CATALOGUE
@@ -69,16 +73,26 @@ def streams_config(settings: Settings) -> StreamsConfig:
         broker_kwargs=broker_kwargs,
         rebalance_timeout_s=settings.group_rebalance_timeout_s,
         session_timeout_s=settings.group_session_timeout_s,
+        care=settings.care_enabled,
+        rules_yaml=_read_text(settings.rules_file, DEFAULT_RULES),
+        roster_yaml=_read_text(settings.roster_file, DEFAULT_ROSTER),
+        tick_interval_s=settings.care_tick_interval_s,
     )
+
+
+def _read_text(path: Path | None, default: Path) -> str | None:
+    source = path or default
+    return source.read_text(encoding="utf-8") if source.exists() or path else None
 
 
 class IngestRole(mode.Service):
     """Ingest (MLLP + HTTP) as a mode service, so one Worker runs every role."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, ops: Any = None, **kwargs: Any) -> None:
         from hub.ingest import IngestService
 
-        self.ingest = IngestService(settings)
+        # ops (hub.web.Ops): metrics hooks, /metrics, /health/ready, /dashboard.
+        self.ingest = IngestService(settings, metrics=ops.metrics if ops else None, ops=ops)
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -113,13 +127,33 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
         log.info("topics_ensured", count=len(CATALOGUE), role=",".join(sorted(roles)))
         services: list[mode.ServiceT] = []
         app = None
+        from hub.observe import OpsRole, build_ops, watch_ingest, watch_worker
+
+        ops = build_ops(live)
         if "worker" in roles:
             from streams.app import create_app
 
             # faust creates only the last level of its data directory.
             live.state_dir.mkdir(parents=True, exist_ok=True)
-            app, _ = create_app(streams_config(live))
-        ingest = IngestRole(live, loop=loop) if "ingest" in roles else None
+            scfg = streams_config(live)
+            if scfg.care:
+                from hub.roster import RosterWatcher
+
+                watcher = RosterWatcher(live, loop=loop)
+                services.append(watcher)
+                scfg = dataclasses.replace(scfg, roster_feed=watcher)
+            try:
+                app, counters = create_app(scfg)
+            except ValueError as exc:  # a bad rules or roster file (RulesError, RosterError)
+                log.error("worker_config_rejected", reason=str(exc))
+                print(f"hub: {exc}", file=sys.stderr)
+                return 2
+            watch_worker(ops, live, app, counters)
+            if "ingest" not in roles:  # else the ingest HTTP server serves ops
+                services.append(OpsRole(ops, live, loop=loop))
+        ingest = IngestRole(live, ops, loop=loop) if "ingest" in roles else None
+        if ingest is not None:
+            watch_ingest(ops, ingest.ingest)
         holder: dict[str, Any] = {"status": 0}
         if after_start is not None:
             async def job() -> None:

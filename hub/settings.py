@@ -9,8 +9,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FeedSilenceRule(BaseModel):
+    """How long a feed (sending facility) may be quiet before ops are told.
+
+    ``night_hours`` = ``[start, end)`` in the feed's local hours (its zone from
+    ``feed_timezones``, else ``default_timezone``); it may wrap midnight (``[22, 6]``).
+    Inside it ``night_s`` applies (ADT traffic drops at night), elsewhere ``default_s``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    default_s: float = Field(gt=0)
+    night_s: float | None = Field(default=None, gt=0)
+    night_hours: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _hours_valid(self) -> FeedSilenceRule:
+        if self.night_hours is not None:
+            start, end = self.night_hours
+            if not (0 <= start <= 23 and 0 <= end <= 24) or start == end:
+                raise ValueError("night_hours must be [start, end) with 0 <= start <= 23, "
+                                 "0 <= end <= 24 and start != end")
+            if self.night_s is None:
+                raise ValueError("night_hours needs night_s")
+        return self
 
 
 class Settings(BaseSettings):
@@ -76,6 +101,25 @@ class Settings(BaseSettings):
     group_rebalance_timeout_s: float = Field(default=30.0, gt=0)
     consumer_instance_id: str | None = None
     """Static group membership, so a restart does not trigger a rebalance."""
+
+    # Care decisions
+    care_enabled: bool = True
+    rules_file: Path | None = None
+    """Rules YAML (thresholds); absent = the shipped defaults (hub/samples/rules.yaml)."""
+    roster_file: Path | None = None
+    """Roster YAML read at start; a roster pushed to config.roster (``hub roster push``)
+    replaces it without a restart. Absent = the sample roster (demo only)."""
+    care_tick_interval_s: float = Field(default=60.0, gt=0)
+
+    worker_web_host: str = "127.0.0.1"
+
+    # Observability
+    feed_silence: dict[str, FeedSilenceRule] = Field(default_factory=dict)
+    """Sending facility -> silence rule, e.g. ``{"GENHOSP": {"default_s": 900, "night_s":
+    3600, "night_hours": [0, 6]}}``; the key ``"*"`` applies to every other feed seen."""
+    max_feed_labels: int = Field(default=200, ge=1)
+    """Distinct feed label values per process (MSH-4 is sender-controlled: a bound keeps
+    a misbehaving sender from exploding the metrics' cardinality)."""
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -32,12 +32,14 @@ from zoneinfo import ZoneInfo
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle, BundleEntry
+from fhir.resources.R4B.careteam import CareTeam
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.coverage import Coverage
 from fhir.resources.R4B.domainresource import DomainResource
 from fhir.resources.R4B.encounter import Encounter, EncounterLocation
+from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.location import Location
@@ -49,7 +51,10 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.resource import Resource
+from fhir.resources.R4B.riskassessment import RiskAssessment
+from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.subscriptionstatus import SubscriptionStatus
+from fhir.resources.R4B.task import Task
 
 from schemas.errors import ErrorCode, MappingError
 
@@ -59,6 +64,7 @@ __all__ = [
     "R4_ONLY_RESOURCE_TYPES",
     "Bundle",
     "BundleEntry",
+    "CareTeam",
     "CodeableConcept",
     "Coding",
     "Condition",
@@ -66,6 +72,7 @@ __all__ = [
     "DomainResource",
     "Encounter",
     "EncounterLocation",
+    "Flag",
     "HumanName",
     "Identifier",
     "Location",
@@ -77,7 +84,10 @@ __all__ = [
     "Practitioner",
     "Reference",
     "Resource",
+    "RiskAssessment",
+    "ServiceRequest",
     "SubscriptionStatus",
+    "Task",
     "is_resource_type",
     "operation_outcome",
     "parse_resource",

@@ -13,12 +13,30 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.canonical import CanonicalEvent
+from schemas.care import (
+    AssignmentOutput,
+    EscalationOutput,
+    FlagOutput,
+    NotificationOutput,
+    PatientCommand,
+    TaskOutput,
+    TaskUpdate,
+    TeamRequest,
+)
 from schemas.records import DeadLetter
 
 OUT_DIR = Path(__file__).parent / "jsonschema"
 MODELS: dict[str, type[BaseModel]] = {
     "canonical-event": CanonicalEvent,
     "dead-letter": DeadLetter,
+    "flag": FlagOutput,
+    "assignment": AssignmentOutput,
+    "task": TaskOutput,
+    "escalation": EscalationOutput,
+    "notification": NotificationOutput,
+    "task-update": TaskUpdate,
+    "team-request": TeamRequest,
+    "patient-command": PatientCommand,
 }
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.canonical import derive_id
 from schemas.errors import MappingError
 
-Stage = Literal["ingest", "normalize", "replay"]
+Stage = Literal["ingest", "normalize", "replay", "episodes", "caseloads"]
 
 
 class SourceCoordinates(BaseModel):

@@ -83,6 +83,55 @@ HUB_ACKS = TopicSpec(
     description="ACKs sent, so a duplicate control id gets the stored ACK replayed.",
 )
 
+# Care decisions. Every per-patient topic has the partition count of care.events: the
+# episodes agent reads several of them as one co-partitioned stream with one table.
+_PATIENT = "patient key"
+CARE_FLAGS = TopicSpec(
+    name="care.flags", key=_PATIENT, value="FlagOutput", partitions=6,
+    retention_ms=90 * DAY_MS,
+    description="Readmission-risk records (LACE, Charlson, flags with reasons) + FHIR.",
+)
+CARE_ASSIGNMENTS = TopicSpec(
+    name="care.assignments", key=_PATIENT, value="AssignmentOutput", partitions=6,
+    retention_ms=90 * DAY_MS,
+    description="Case-manager assignments, unassigned escalations and releases + CareTeam.",
+)
+CARE_TASKS = TopicSpec(
+    name="care.tasks", key=_PATIENT, value="TaskOutput", partitions=6,
+    retention_ms=90 * DAY_MS,
+    description="Follow-up tasks (TCM contact, visit, med rec, PCP notification, handoff).",
+)
+CARE_TASK_UPDATES = TopicSpec(
+    name="care.task-updates", key=_PATIENT, value="TaskUpdate", partitions=6,
+    retention_ms=90 * DAY_MS,
+    description="Task status from care-management systems (completed, attempted, ...).",
+)
+CARE_ESCALATIONS = TopicSpec(
+    name="care.escalations", key=_PATIENT, value="EscalationOutput", partitions=6,
+    retention_ms=90 * DAY_MS,
+    description="Overdue tasks and unassigned patients, for supervisors.",
+)
+CARE_NOTIFICATIONS = TopicSpec(
+    name="care.notifications", key=_PATIENT, value="NotificationOutput", partitions=6,
+    retention_ms=30 * DAY_MS,
+    description="Da Vinci-style admit/discharge/transfer notification Bundles.",
+)
+CARE_ASSIGNMENT_REQUESTS = TopicSpec(
+    name="care.assignment-requests", key="team id", value="TeamRequest", partitions=6,
+    retention_ms=7 * DAY_MS,
+    description="Internal: per-patient stage -> per-team caseload stage (repartition).",
+)
+CARE_EPISODE_COMMANDS = TopicSpec(
+    name="care.episode-commands", key=_PATIENT, value="PatientCommand", partitions=6,
+    retention_ms=7 * DAY_MS,
+    description="Internal: state handed between patient keys on merges.",
+)
+CONFIG_ROSTER = TopicSpec(
+    name="config.roster", key="\"roster\"", value="Roster", partitions=1,
+    cleanup_policy="compact", retention_ms=None,
+    description="The roster (teams, managers, shifts, caps): latest value wins.",
+)
+
 CATALOGUE: tuple[TopicSpec, ...] = (
     EHR_HL7V2,
     EHR_FHIR,
@@ -90,6 +139,15 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     HUB_DLQ,
     HUB_DLQ_PAYLOADS,
     HUB_ACKS,
+    CARE_FLAGS,
+    CARE_ASSIGNMENTS,
+    CARE_TASKS,
+    CARE_TASK_UPDATES,
+    CARE_ESCALATIONS,
+    CARE_NOTIFICATIONS,
+    CARE_ASSIGNMENT_REQUESTS,
+    CARE_EPISODE_COMMANDS,
+    CONFIG_ROSTER,
 )
 
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in CATALOGUE}

@@ -18,7 +18,7 @@ from faust.types import EventT
 from schemas import topics as catalogue
 from schemas.canonical import dump_event, patient_ref
 from schemas.errors import ErrorCode, MappingError
-from schemas.records import SourceCoordinates, build_dead_letter
+from schemas.records import SourceCoordinates, Stage, build_dead_letter
 from streams.config import StreamsConfig
 from streams.normalize import RawRecord, dedup_key, normalize, received_at
 
@@ -36,6 +36,8 @@ class NormalizeCounters:
         self.events = 0
         self.duplicates = 0
         self.dead_letters = 0
+        self.care: Any = None
+        """The care stages' figures (streams.care_agents.CareFigures) when they run."""
 
 
 def _raw_topics(app: faust.App, cfg: StreamsConfig) -> Any:
@@ -114,11 +116,12 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
     )
 
-    async def dead_letter(event: EventT, record: RawRecord, error: MappingError) -> None:
+    async def dead_letter(event: EventT, record: RawRecord, error: MappingError,
+                          stage: Stage = "normalize") -> None:
         msg = event.message
         now = datetime.now(UTC)
         letter, payload = build_dead_letter(
-            stage="normalize", error=error, original=record.value,
+            stage=stage, error=error, original=record.value,
             received_at=received_at(record, now), now=now, transport="kafka",
             content_type=record.format, hl7=record.format == "hl7v2",
             source=SourceCoordinates(topic=msg.topic, partition=msg.partition, offset=msg.offset),
@@ -132,7 +135,7 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
                              value=letter.model_dump_json(exclude_none=True).encode())
         counters.dead_letters += 1
         log.warning(
-            "record_dead_lettered", stage="normalize", topic=msg.topic,
+            "record_dead_lettered", stage=stage, topic=msg.topic,
             partition=msg.partition, offset=msg.offset, error_code=error.code.value,
             dead_letter_id=dl_id,
         )
@@ -199,4 +202,14 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
                               topic=event.message.topic, partition=event.message.partition,
                               offset=event.message.offset)
 
+    if cfg.care:
+        from streams.care_agents import add_care_agents
+
+        async def care_dead_letter(event: EventT, stage: str, error: MappingError) -> None:
+            # The record's topic names its format (care.events, care.task-updates, ...).
+            record = RawRecord(format=event.message.topic, value=event.value or b"",
+                               headers={})
+            await dead_letter(event, record, error, stage)  # type: ignore[arg-type]
+
+        counters.care = add_care_agents(app, cfg, care_dead_letter)
     return app, counters

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+
+class RosterFeed(Protocol):
+    """The latest roster pushed to config.roster (JSON bytes), or None if none yet."""
+
+    def latest(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,16 @@ class StreamsConfig:
     rebalance_timeout_s: float = 30.0
     """How long a rebalance waits for members to rejoin (the embedded broker waits for
     all of it even with a single member, so the runner shortens it there)."""
+    care: bool = True
+    """Run the care stages (episodes, caseloads) besides normalize."""
+    rules_yaml: str | None = None
+    """The rules file's text (the hub reads the file; streams never touch the disk)."""
+    roster_yaml: str | None = None
+    """The roster file's text: the starting roster until one arrives on config.roster."""
+    roster_feed: RosterFeed | None = None
+    """Where live roster changes come from (the hub tails config.roster)."""
+    tick_interval_s: float = 60.0
+    """How often the timer looks for overdue tasks and episodes to close."""
     broker_kwargs: dict[str, object] = field(default_factory=dict)
     """Extra faust broker settings (security), built by the hub from its settings."""
 

@@ -36,18 +36,25 @@ def run_map(paths: list[str], *, default_tz: str, out: TextIO) -> int:
     of ``-`` reads standard input. Returns the exit status: 0 when every message mapped,
     1 when anything (a message or a whole file) was rejected.
     """
-    received_at = datetime.now(UTC)
     ok = True
-    for path in paths:
-        for line in _map_file(path, default_tz, received_at):
-            ok = ok and "error" not in line
-            out.write(orjson.dumps(line).decode())
-            out.write("\n")
+    for item in map_files(paths, default_tz=default_tz, received_at=datetime.now(UTC)):
+        line = dump_event(item) if isinstance(item, CanonicalEvent) else item
+        ok = ok and "error" not in line
+        out.write(orjson.dumps(line).decode())
+        out.write("\n")
     out.flush()
     return 0 if ok else 1
 
 
-def _map_file(path: str, default_tz: str, received_at: datetime) -> Iterator[Line]:
+def map_files(paths: list[str], *, default_tz: str, received_at: datetime
+              ) -> Iterator[CanonicalEvent | Line]:
+    """Every message of every file in order: its events, or an error line for it."""
+    for path in paths:
+        yield from _map_file(path, default_tz, received_at)
+
+
+def _map_file(path: str, default_tz: str, received_at: datetime
+              ) -> Iterator[CanonicalEvent | Line]:
     try:
         data = _read(path)
     except OSError as exc:
@@ -76,7 +83,7 @@ def _is_json(data: bytes) -> bool:
 
 
 def _map_hl7_file(data: bytes, path: str, default_tz: str,
-                  received_at: datetime) -> Iterator[Line]:
+                  received_at: datetime) -> Iterator[CanonicalEvent | Line]:
     messages = split_messages(data)
     if not messages:
         yield _error(ErrorCode.EMPTY_MESSAGE, "The file holds no HL7 message.", path, 0)
@@ -94,7 +101,7 @@ def _map_hl7_file(data: bytes, path: str, default_tz: str,
 
 
 def _map_fhir_file(data: bytes, path: str, default_tz: str,
-                   received_at: datetime) -> Iterator[Line]:
+                   received_at: datetime) -> Iterator[CanonicalEvent | Line]:
     mapper = _fhir_mapper()
     if mapper is None:
         yield _error(ErrorCode.UNSUPPORTED_RESOURCE,
@@ -131,9 +138,8 @@ def _fhir_mapper() -> Callable[..., list[CanonicalEvent]] | None:
     return call
 
 
-def _events(events: list[CanonicalEvent]) -> Iterator[Line]:
-    for event in events:
-        yield dump_event(event)
+def _events(events: list[CanonicalEvent]) -> Iterator[CanonicalEvent]:
+    yield from events
 
 
 def _message_id(raw: bytes) -> str | None:

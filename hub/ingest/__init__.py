@@ -8,6 +8,8 @@ timeout), then pending ACK-store mirror writes finish, then the producer flushes
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hub.kafka import DurableProducer, KafkaUnavailableError, ensure_topics
 from hub.logging import get_logger
 from hub.settings import Settings
@@ -18,6 +20,9 @@ from .core import FhirOutcome, Hl7Outcome, IngestMetrics, Ingestor
 from .deadletter import dead_letter
 from .http import HttpServer, make_http_app
 from .mllp import MllpServer
+
+if TYPE_CHECKING:
+    from hub.web import Ops
 
 __all__ = [
     "INGEST_TOPICS",
@@ -44,15 +49,22 @@ class IngestService:
     ``settings.kafka_idempotence`` unless ``idempotent`` is given."""
 
     def __init__(self, settings: Settings, *, idempotent: bool | None = None,
-                 metrics: IngestMetrics | None = None, http: bool = True) -> None:
+                 metrics: IngestMetrics | None = None, http: bool = True,
+                 ops: Ops | None = None) -> None:
         self.settings = settings
         self.producer = DurableProducer(settings, idempotent=idempotent)
         self.ack_store = AckStore(settings, self.producer)
         self.ingestor = Ingestor(settings, self.producer, ack_store=self.ack_store,
                                  metrics=metrics)
         self.mllp = MllpServer(self.ingestor, settings)
-        self.http: HttpServer | None = HttpServer(self.ingestor, settings) if http else None
+        self.http: HttpServer | None = (HttpServer(self.ingestor, settings, ops=ops)
+                                        if http else None)
         self._started = False
+
+    @property
+    def started(self) -> bool:
+        """Listening (readiness: ingest takes traffic only once this is true)."""
+        return self._started
 
     @property
     def mllp_port(self) -> int:

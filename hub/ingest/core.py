@@ -90,6 +90,8 @@ class Hl7Outcome:
     dead_letter_id: str | None = None
     facility: str | None = None
     control_id: str | None = None
+    trigger: str | None = None
+    """MSH-9.2 when readable (metrics count messages per feed and trigger)."""
 
 
 @dataclass(frozen=True)
@@ -98,16 +100,25 @@ class FhirOutcome:
     body: dict[str, Any]
     error_code: str | None = None
     dead_letter_id: str | None = None
+    facility: str | None = None
+    trigger: str | None = None
 
 
 class IngestMetrics(Protocol):
-    """Optional hooks (hub observability plugs Prometheus in here)."""
+    """Optional hooks (``hub.metrics.HubMetrics`` plugs Prometheus in here).
+
+    ``feed`` is the sending facility, ``trigger`` MSH-9.2 (or the FHIR event), both
+    None when unreadable; ``protocol`` is ``hl7v2`` (``ack_code`` = MSA-1) or ``fhir``
+    (``ack_code`` = the HTTP status); ``dead_lettered`` says a dead letter was written.
+    """
 
     def message_handled(self, *, transport: str, listener: str, ack_code: str,
-                        error_code: str | None, duplicate: bool, latency_s: float) -> None: ...
+                        error_code: str | None, duplicate: bool, latency_s: float,
+                        feed: str | None = None, trigger: str | None = None,
+                        protocol: str = "hl7v2", dead_lettered: bool = False) -> None: ...
 
     def frame_rejected(self, *, transport: str, listener: str, error_code: str,
-                       size: int) -> None: ...
+                       size: int, dead_lettered: bool = True) -> None: ...
 
 
 def _present(**fields: Any) -> dict[str, Any]:
@@ -187,7 +198,9 @@ class Ingestor:
         if self.metrics is not None:
             self.metrics.message_handled(
                 transport=transport, listener=listener, ack_code=outcome.code.value,
-                error_code=outcome.error_code, duplicate=outcome.duplicate, latency_s=latency)
+                error_code=outcome.error_code, duplicate=outcome.duplicate, latency_s=latency,
+                feed=outcome.facility, trigger=outcome.trigger,
+                dead_lettered=outcome.dead_letter_id is not None)
         return outcome
 
     async def _hl7(self, raw: bytes, transport: str, listener: str, content_type: str,
@@ -211,7 +224,8 @@ class Ingestor:
             stored = self.ack_store.get(facility, control_id)
             if stored is not None:
                 return Hl7Outcome(ack=stored, code=_code_of(stored), duplicate=True,
-                                  facility=facility, control_id=control_id)
+                                  facility=facility, control_id=control_id,
+                                  trigger=header.trigger)
             pending = self._inflight.get(key)
             if pending is None:
                 break
@@ -275,7 +289,8 @@ class Ingestor:
         self.ack_store.put(facility, control_id, ack)
         log.debug("message_written", facility=facility, control_id=control_id,
                   patient_ref=patient_ref(patient_key), events=len(events))
-        return Hl7Outcome(ack=ack, code=code, facility=facility, control_id=control_id)
+        return Hl7Outcome(ack=ack, code=code, facility=facility, control_id=control_id,
+                          trigger=header.trigger)
 
     async def _bounded_send(self, topic: str, value: bytes, *, key: bytes | None,
                             headers: list[tuple[str, bytes]]) -> None:
@@ -300,7 +315,8 @@ class Ingestor:
                         error=err)
         return Hl7Outcome(ack=ack, code=code, error_code=err.code.value, retryable=True,
                           facility=header.sending_facility if header else None,
-                          control_id=header.control_id if header else None)
+                          control_id=header.control_id if header else None,
+                          trigger=header.trigger if header else None)
 
     async def _content_error(self, raw: bytes, header: MessageHeader, err: MappingError,
                              transport: str, listener: str, content_type: str,
@@ -324,7 +340,8 @@ class Ingestor:
             # the copy again.
             self.ack_store.put(header.sending_facility, header.control_id, ack)
         return Hl7Outcome(ack=ack, code=code, error_code=err.code.value, dead_letter_id=dl_id,
-                          facility=header.sending_facility, control_id=header.control_id)
+                          facility=header.sending_facility, control_id=header.control_id,
+                          trigger=header.trigger)
 
     async def _reject_unreadable(self, raw: bytes, err: MappingError, transport: str,
                                  listener: str, content_type: str,
@@ -368,7 +385,8 @@ class Ingestor:
         return Hl7Outcome(ack=ack, code=code, error_code=err.code.value, dead_letter_id=dl_id,
                           retryable=True,
                           facility=header.sending_facility if header else None,
-                          control_id=header.control_id if header else None)
+                          control_id=header.control_id if header else None,
+                          trigger=header.trigger if header else None)
 
     # ---------------------------------------------------------- framing errors
     async def reject_bytes(self, original: bytes, error: MappingError, *, transport: str,
@@ -397,7 +415,8 @@ class Ingestor:
             size=size, dead_letter_id=dl_id))
         if self.metrics is not None:
             self.metrics.frame_rejected(transport=transport, listener=listener,
-                                        error_code=error.code.value, size=size)
+                                        error_code=error.code.value, size=size,
+                                        dead_lettered=dl_id is not None)
         return dl_id
 
     # -------------------------------------------------------------------- FHIR
@@ -443,7 +462,9 @@ class Ingestor:
         if self.metrics is not None:
             self.metrics.message_handled(
                 transport=transport, listener=listener, ack_code=str(outcome.status),
-                error_code=outcome.error_code, duplicate=False, latency_s=latency)
+                error_code=outcome.error_code, duplicate=False, latency_s=latency,
+                feed=outcome.facility, trigger=outcome.trigger, protocol="fhir",
+                dead_lettered=outcome.dead_letter_id is not None)
         return outcome
 
     async def _fhir(self, body: bytes, transport: str, listener: str, path: str,
@@ -489,7 +510,8 @@ class Ingestor:
                                      key=patient_key.encode(), headers=headers)
         except HubKafkaError:
             return self._fhir_unavailable()
-        return FhirOutcome(202, {"event_ids": [e.event_id for e in events]})
+        return FhirOutcome(202, {"event_ids": [e.event_id for e in events]},
+                           facility=facility, trigger=first.trigger)
 
     def _fhir_unavailable(self) -> FhirOutcome:
         err = ErrorCode.DURABLE_WRITE_FAILED

@@ -18,12 +18,13 @@ AR / CE "not stored, send again"             503 (``Retry-After``)
 (unreadable JSON) or 422 (unsupported/invalid resource) with an OperationOutcome; 503
 when it could not be stored. Wrong content type: 415; body over
 ``settings.http_max_body_bytes``: 413 (refused before reading, so not dead-lettered).
-``GET /health/live``: 200 while the process serves requests.
+``GET /health/live``: 200 while the process serves requests. With an ``ops`` object
+(:mod:`hub.web`): ``/health/ready``, ``/metrics`` and ``/dashboard`` too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -32,6 +33,9 @@ from hub.settings import Settings
 from schemas.errors import AckCode
 
 from .core import FHIR_CONTENT_TYPE, HL7_CONTENT_TYPE, Ingestor, _operation_outcome
+
+if TYPE_CHECKING:
+    from hub.web import Ops
 
 log = get_logger("hub.ingest.http")
 
@@ -116,7 +120,8 @@ async def health_live(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_http_app(ingestor: Ingestor, settings: Settings) -> web.Application:
+def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
+                  ) -> web.Application:
     # client_max_size: aiohttp's own cap, a second line behind the Content-Length check.
     app = web.Application(client_max_size=settings.http_max_body_bytes)
     app[INGESTOR_KEY] = ingestor
@@ -125,14 +130,19 @@ def make_http_app(ingestor: Ingestor, settings: Settings) -> web.Application:
     app.router.add_post("/fhir", post_fhir)
     app.router.add_post("/fhir/Encounter", post_fhir)
     app.router.add_get("/health/live", health_live)
+    if ops is not None:
+        from hub.web import add_ops_routes
+
+        add_ops_routes(app, ops)
     return app
 
 
 class HttpServer:
     def __init__(self, ingestor: Ingestor, settings: Settings, *, host: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, ops: Ops | None = None) -> None:
         self.ingestor = ingestor
         self.settings = settings
+        self.ops = ops
         self.host = host if host is not None else settings.http_host
         self._port = port if port is not None else settings.http_port
         self._runner: web.AppRunner | None = None
@@ -143,7 +153,8 @@ class HttpServer:
         return self._bound if self._bound is not None else self._port
 
     async def start(self) -> None:
-        runner = web.AppRunner(make_http_app(self.ingestor, self.settings), access_log=None,
+        runner = web.AppRunner(make_http_app(self.ingestor, self.settings, self.ops),
+                               access_log=None,
                                shutdown_timeout=2 * self.settings.ack_timeout_s + 1)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port)

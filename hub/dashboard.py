@@ -1,0 +1,124 @@
+"""The ops dashboard's data: one JSON document built from the process's metrics.
+
+``/dashboard`` is a static page (``hub/static/dashboard.html``, vanilla JS, no build
+step) that polls ``/dashboard/data.json``. Same figures as ``/metrics``, shaped for
+people: per-feed rate and silence, per-stage rate, lag and dead letters, caseloads
+against caps, overdue tasks, recent escalations. ``None`` (JSON null) means "no data
+yet" (e.g. the care stages are not running in this process) and the page says so
+rather than showing a reassuring 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from hub.metrics import HubMetrics
+from schemas.topics import EHR_FHIR, EHR_HL7V2
+
+# Which raw topics feed which stage, for the stage table's lag column. Stages not
+# listed show the lag of no topic (the per-topic table has everything).
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {"normalize": (EHR_HL7V2.name, EHR_FHIR.name)}
+_WINDOW_S = 60.0
+
+
+class RateTracker:
+    """Per-minute rates of cumulative counters, from samples taken at each poll."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.samples: dict[str, deque[tuple[float, float]]] = {}
+
+    def rate_per_min(self, name: str, total: float) -> float | None:
+        now = self.clock()
+        samples = self.samples.setdefault(name, deque())
+        samples.append((now, total))
+        while len(samples) > 2 and now - samples[1][0] >= _WINDOW_S:
+            samples.popleft()
+        first_at, first = samples[0]
+        if now - first_at < 1.0:
+            return None  # one sample: no rate yet
+        return max(0.0, (total - first) * 60.0 / (now - first_at))
+
+
+def _round(x: float | None, digits: int = 1) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
+                   lag: Mapping[tuple[str, int], int] | None = None) -> dict[str, Any]:
+    now = metrics.clock()
+    figs = metrics.figures()
+    prefix = metrics.settings.topic_prefix
+
+    received_by_feed: dict[str, int] = {}
+    for (feed, _trigger, _transport), n in metrics.received.items():
+        received_by_feed[feed] = received_by_feed.get(feed, 0) + n
+    feeds = []
+    for status in metrics.feeds(now):
+        feeds.append({
+            "feed": status.feed,
+            "received": received_by_feed.get(status.feed, 0),
+            "rate_per_min": metrics.feed_rate_per_min(status.feed, now),
+            "age_s": _round(status.age_s, 0),
+            "threshold_s": status.threshold_s,
+            "silent": status.silent,
+            "seen": status.seen,
+        })
+
+    lag = dict(lag if lag is not None else metrics.consumer_lag)
+    lag_rows = [{"topic": t.removeprefix(prefix), "partition": p, "lag": n}
+                for (t, p), n in sorted(lag.items())]
+    lag_by_topic: dict[str, int] = {}
+    for row in lag_rows:
+        lag_by_topic[row["topic"]] = lag_by_topic.get(row["topic"], 0) + row["lag"]
+
+    stages = []
+    ingest_total = sum(metrics.received.values())
+    if metrics.received or metrics.frames or metrics.acks or metrics.fhir:
+        stages.append({
+            "stage": "ingest", "processed": ingest_total,
+            "rate_per_min": _round(rates.rate_per_min("stage:ingest", ingest_total)),
+            "lag": None,
+            "dead_letters": sum(n for (s, _), n in metrics.dead_letters.items() if s == "ingest"),
+            "duplicates": metrics.duplicates.get("ingest", 0),
+        })
+    for name, f in sorted((figs.get("stages") or {}).items()):
+        processed = int(f.get("processed", 0))
+        inputs = STAGE_INPUTS.get(name, ())
+        stage_lag = (sum(lag_by_topic.get(t, 0) for t in inputs)
+                     if inputs and lag_by_topic else None)
+        stages.append({
+            "stage": name, "processed": processed,
+            "rate_per_min": _round(rates.rate_per_min(f"stage:{name}", processed)),
+            "lag": stage_lag,
+            "dead_letters": sum((f.get("dead_letters") or {}).values()),
+            "duplicates": int(f.get("duplicates", 0)),
+        })
+
+    caseloads = None
+    if "caseloads" in figs:
+        caseloads = [{"team": r.get("team"), "manager": r.get("manager"),
+                      "points": r.get("points"), "cap_points": r.get("cap_points")}
+                     for r in figs["caseloads"]]
+        caseloads.sort(key=lambda r: (str(r["team"]), str(r["manager"])))
+
+    return {
+        "generated_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "ready": metrics.ready,
+        "feeds": feeds,
+        "acks": dict(sorted(metrics.acks.items())),
+        "fhir_responses": dict(sorted(metrics.fhir.items())),
+        "stages": stages,
+        "lag": lag_rows,
+        "outputs": dict(sorted((figs.get("outputs") or {}).items())),
+        "caseloads": caseloads,
+        "tasks_open": figs.get("tasks_open"),
+        "tasks_overdue": figs.get("tasks_overdue"),
+        "escalations_unassigned": figs.get("escalations_unassigned"),
+        "recent_escalations": (list(figs["recent_escalations"])[:20]
+                               if "recent_escalations" in figs else None),
+    }

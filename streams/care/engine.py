@@ -1,0 +1,767 @@
+"""The care decision engine: ``(state, input, now, context) -> (new_state, emits)``.
+
+Two stages, each a pure function over its own keyed state, exactly as the streaming
+topology runs them (and as ``hub decide`` replays them offline, :mod:`streams.care.offline`):
+
+* :func:`apply_patient` — per patient key (the episodes table): canonical events,
+  assignment results, task updates and merge commands. Publishes risk records, tasks,
+  notifications and escalations, and asks the team stage for a case manager.
+* :func:`apply_team` — per team id (the caseloads table): assigns within caps and shifts,
+  releases caseload, and answers on ``care.assignments`` (keyed by patient again).
+
+Nothing here reads a clock, the environment or Kafka. Inputs never mutate: the engine
+works on a deep copy, so applying an input twice to the same state gives equal results,
+and the agents store the new state only after the emits are delivered (a crash in
+between replays the input against the old state and re-sends the same output ids).
+
+Output ids derive from the cause (event id, task id) and the rule; ``decided_at`` is the
+cause's own time, so a replay reproduces every output byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from mappers import fhir_out
+from schemas import topics
+from schemas.canonical import CanonicalEvent, EventKind, derive_id
+from schemas.care import (
+    AssignmentOutput,
+    Charlson,
+    EscalationOutput,
+    Factor,
+    FlagOutput,
+    Lace,
+    NotificationOutput,
+    PatientCommand,
+    Reason,
+    TaskOutput,
+    TaskUpdate,
+    TeamRequest,
+    dump_output,
+)
+from streams.care.assignment import AssignmentRequest, TeamState, assign, release, update_points
+from streams.care.config import CareConfig
+from streams.care.followup import DispositionClass, plan_followup
+from streams.care.risk import RiskInput, RiskResult, assess, emergent_reason
+from streams.care.roster import Roster, teams_for
+from streams.care.state import (
+    OPEN_TASK_STATUSES,
+    EpisodeState,
+    ManagerLink,
+    PatientState,
+    TaskState,
+)
+
+TERMINAL_TASK_STATUSES = frozenset({"completed", "cancelled", "failed"})
+ED_LEADS_TO_ADMISSION = timedelta(hours=24)
+"""An ED visit this close before an admission at the same facility is the visit that led
+to it: it makes the admission emergent and is not one of LACE's prior ED visits."""
+
+PatientInput = CanonicalEvent | AssignmentOutput | TaskUpdate | PatientCommand
+
+
+@dataclass(frozen=True)
+class CareContext:
+    config: CareConfig
+    roster: Roster
+    render_fhir: bool = True
+    """Attach FHIR renderings (off in the pure-step benchmark to measure the rules alone)."""
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One record to publish: catalogue topic name (no prefix), key, value model."""
+
+    topic: str
+    key: str
+    value: BaseModel
+
+    def value_bytes(self) -> bytes:
+        if isinstance(self.value, FlagOutput | AssignmentOutput | TaskOutput |
+                      EscalationOutput | NotificationOutput):
+            return orjson.dumps(dump_output(self.value))
+        return self.value.model_dump_json(exclude_none=True).encode()
+
+
+OUTPUT_TOPICS: dict[str, str] = {
+    "flag": topics.CARE_FLAGS.name,
+    "assignment": topics.CARE_ASSIGNMENTS.name,
+    "task": topics.CARE_TASKS.name,
+    "escalation": topics.CARE_ESCALATIONS.name,
+    "notification": topics.CARE_NOTIFICATIONS.name,
+}
+
+
+def input_id(msg: PatientInput) -> str:
+    """The id a patient remembers to drop a duplicate of ``msg``."""
+    if isinstance(msg, CanonicalEvent):
+        return msg.event_id
+    if isinstance(msg, AssignmentOutput):
+        return msg.id
+    if isinstance(msg, TaskUpdate):
+        return msg.id or derive_id("task-update", msg.task_id, msg.status, msg.at.isoformat(),
+                                   msg.reason)
+    return derive_id("command", msg.cause_event_id, msg.op, msg.target_key)
+
+
+# --------------------------------------------------------------------------- patient stage
+
+
+def apply_patient(state: PatientState | None, key: str, msg: PatientInput, *, now: datetime,
+                  ctx: CareContext) -> tuple[PatientState, list[Emit]]:
+    """Apply one input to one patient's state. ``key`` is the record's key (patient key).
+
+    ``now`` is only used for inputs without a time of their own; events carry theirs.
+    """
+    p = state.model_copy(deep=True) if state is not None else PatientState(key=key)
+    out: list[Emit] = []
+    mid = input_id(msg)
+    if mid in p.seen:
+        return p, out  # a duplicate input: its outputs were published the first time
+    if p.merged_into and not isinstance(msg, PatientCommand):
+        # This key was merged away: its inputs belong to the survivor, in order.
+        out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, p.merged_into, PatientCommand(
+            op="forward", cause_event_id=mid, decided_at=_time_of(msg, now),
+            target_key=p.merged_into, message={"topic": _topic_of(msg),
+                                               "value": msg.model_dump(mode="json")})))
+    elif isinstance(msg, CanonicalEvent):
+        _on_event(p, msg, ctx, out)
+    elif isinstance(msg, AssignmentOutput):
+        _on_assignment(p, msg, ctx, out)
+    elif isinstance(msg, TaskUpdate):
+        _on_task_update(p, msg, mid, ctx, out)
+    else:
+        p = _on_command(p, msg, now, ctx, out)
+    p.seen.append(mid)
+    del p.seen[:-ctx.config.episode.remember_inputs]
+    return p, out
+
+
+def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext
+                 ) -> tuple[PatientState, list[Emit]]:
+    """The timer's pass over one patient: overdue tasks escalate (once: the mark is in
+    the state, so a restart does not escalate again), episodes past their follow-up
+    period close and release caseload, old history is forgotten."""
+    p = state.model_copy(deep=True)
+    out: list[Emit] = []
+    if p.merged_into:
+        return p, out
+    for ep in p.episodes.values():
+        for t in ep.tasks.values():
+            if t.status in OPEN_TASK_STATUSES and not t.escalated and \
+                    now >= t.due + timedelta(hours=ctx.config.followup.escalate_after_hours):
+                t.escalated = True
+                _emit(out, EscalationOutput(
+                    id=derive_id(t.task_id, "task.overdue"), cause_event_id=t.cause_event_id,
+                    rule="task.overdue", patient_key=p.key, encounter_key=ep.key,
+                    facility=ep.facility, decided_at=now, reason="task_overdue", team=ep.team,
+                    supervisor=ep.supervisor, task_id=t.task_id, task_kind=t.kind, due=t.due),
+                    None, ctx)
+        _maybe_close(p, ep, now, ctx, out)
+    horizon = now - timedelta(days=ctx.config.episode.history_days)
+    p.ed_visits = {k: v for k, v in p.ed_visits.items() if v >= horizon}
+    p.discharges = {k: v for k, v in p.discharges.items() if v >= horizon}
+    return p, out
+
+
+def _on_event(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: list[Emit]) -> None:
+    pat = ev.patient
+    if pat.primary_care_provider is not None and pat.primary_care_provider.id:
+        p.pcp_id = pat.primary_care_provider.id
+    if pat.language:
+        p.language = pat.language
+    if pat.protection_indicator is not None:
+        p.protection = pat.protection_indicator
+    if ev.kind == EventKind.MERGE:
+        if ev.merge is not None and ev.merge.prior_patient_key != p.key:
+            out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, ev.merge.prior_patient_key,
+                            PatientCommand(op="handover", cause_event_id=ev.event_id,
+                                           decided_at=ev.occurred_at, target_key=p.key)))
+        return
+    ep = _episode_for(p, ev, ctx)
+    if ep is None:
+        return
+    was_class = ep.class_
+    was_status = ep.status
+    _absorb_fields(ep, ev)
+    kind = ev.kind
+    if kind == EventKind.PREADMIT:
+        if was_status in ("new", "preadmit"):
+            ep.status = "preadmit"
+        return
+    if kind == EventKind.CANCEL_ADMIT:
+        _cancel_admit(p, ep, ev, ctx, out)
+        return
+    if kind == EventKind.CANCEL_DISCHARGE:
+        _cancel_discharge(p, ep, ev, ctx, out)
+        return
+    if kind == EventKind.CANCEL_TRANSFER:
+        return  # PV1-3 of an A12 is the location returned to: already taken above
+    if ep.class_ == "emergency":
+        p.ed_visits.setdefault(ep.key, ep.admit_at or ev.occurred_at)
+    if was_status in ("cancelled", "closed"):
+        return  # late news about an episode that is over: state only
+    if kind == EventKind.DISCHARGE or (ev.encounter is not None and
+                                      ev.encounter.discharge_at is not None and
+                                      kind != EventKind.UPDATE and was_status != "discharged"):
+        first_sight = was_status == "new"
+        if first_sight and ep.counts_for_care():
+            _admission(p, ep, ev, ctx, out, notify=False)
+        _discharge(p, ep, ev, ctx, out)
+        return
+    starts_care = ep.counts_for_care() and (was_status in ("new", "preadmit") or
+                                            was_class not in ("inpatient", "observation"))
+    if was_status == "discharged":
+        if kind == EventKind.UPDATE and ep.counts_for_care():
+            _flag(p, ep, ev, "discharge", ctx, out)
+        return
+    ep.status = "active"
+    if starts_care:
+        if was_class == "emergency":
+            ep.emergent, ep.emergent_reason = True, "admitted from the emergency department"
+        _admission(p, ep, ev, ctx, out,
+                   notify=kind in (EventKind.ADMIT, EventKind.REGISTER, EventKind.CLASS_CHANGE))
+        if kind == EventKind.TRANSFER:
+            _notify(p, ep, ev, "notification-transfer", ctx, out)
+        return
+    if kind in (EventKind.ADMIT, EventKind.REGISTER) and was_status == "new" and \
+            ep.class_ == "emergency":
+        _notify(p, ep, ev, "notification-admit", ctx, out)  # CMS CoP: ED registration
+        return
+    if kind == EventKind.TRANSFER and (ep.counts_for_care() or ep.class_ == "emergency"):
+        _notify(p, ep, ev, "notification-transfer", ctx, out)
+    if ep.counts_for_care():
+        _flag(p, ep, ev, "admission", ctx, out)  # publishes only if something changed
+
+
+def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext) -> EpisodeState | None:
+    enc = ev.encounter
+    facility = (enc.location.facility if enc and enc.location else None) or ev.source.facility
+    creates = ev.kind in (EventKind.PREADMIT, EventKind.ADMIT, EventKind.REGISTER,
+                          EventKind.TRANSFER, EventKind.DISCHARGE, EventKind.CLASS_CHANGE,
+                          EventKind.UPDATE)
+    if enc is not None and enc.id:
+        key = f"{facility or ''}|{enc.id}"
+    else:
+        # No visit number: the latest episode still going at that facility, or for an
+        # admission a key from its time (one admission without PV1-19 is one episode).
+        going = [e for e in p.episodes.values() if e.facility == facility and
+                 e.status in ("preadmit", "active", "discharged")]
+        if going and ev.kind not in (EventKind.ADMIT, EventKind.REGISTER, EventKind.PREADMIT):
+            return max(going, key=lambda e: (e.admit_at or e.discharge_at or ev.occurred_at))
+        if ev.kind not in (EventKind.ADMIT, EventKind.REGISTER, EventKind.PREADMIT):
+            return None
+        at = (enc.admit_at if enc else None) or ev.occurred_at
+        key = f"{facility or ''}|@{at.strftime('%Y%m%d%H%M')}"
+    ep = p.episodes.get(key)
+    if ep is None:
+        if not creates or enc is None:
+            return None
+        ep = EpisodeState(key=key, facility=facility, encounter_id=enc.id, status="new",
+                          tz=ctx.config.episode.timezone_for(facility))
+        p.episodes[key] = ep
+    return ep
+
+
+def _absorb_fields(ep: EpisodeState, ev: CanonicalEvent) -> None:
+    enc = ev.encounter
+    if enc is not None:
+        if enc.class_ is not None:
+            ep.class_ = enc.class_.value
+        if enc.location is not None and enc.location.unit and enc.location.unit != ep.unit:
+            ep.prior_unit, ep.unit = ep.unit, enc.location.unit
+        for name in ("admit_at", "admission_type", "admit_source", "discharge_disposition"):
+            value = getattr(enc, name)
+            if value is not None:
+                setattr(ep, "disposition" if name == "discharge_disposition" else name, value)
+    if ev.diagnoses:
+        ep.diagnoses = sorted({(d.code, d.system) for d in ev.diagnoses},
+                              key=lambda d: (d[0], d[1] or ""))
+    if ev.coverage:
+        ep.payer_ids = sorted({c.payer_id for c in ev.coverage if c.payer_id})
+
+
+def _admission(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
+               out: list[Emit], *, notify: bool) -> None:
+    ep.status = "active" if ep.status in ("new", "preadmit") else ep.status
+    admit = ep.admit_at or ev.occurred_at
+    cfg = ctx.config.risk
+    if not ep.emergent:
+        why = emergent_reason(ep.admission_type, ep.admit_source, cfg)
+        if why is not None:
+            ep.emergent, ep.emergent_reason = True, why
+        elif _led_by_ed_visit(p, ep, admit):
+            ep.emergent, ep.emergent_reason = True, "emergency department visit before admission"
+    # A readmission interrupts the previous discharge's follow-up: its open tasks end.
+    for other in p.episodes.values():
+        if other.key != ep.key:
+            _cancel_tasks(p, other, ev, "readmitted", ctx, out, rule="task.cancel.readmission")
+    ep.risk_as_of = ep.risk_as_of or max(admit, min(ev.occurred_at, admit + timedelta(days=1)))
+    _flag(p, ep, ev, "admission", ctx, out)
+    _request_assignment(p, ep, ev, ctx, out)
+    if notify:
+        _notify(p, ep, ev, "notification-admit", ctx, out)
+
+
+def _led_by_ed_visit(p: PatientState, ep: EpisodeState, admit: datetime) -> bool:
+    return any(k != ep.key and timedelta(0) <= admit - t <= ED_LEADS_TO_ADMISSION
+               for k, t in p.ed_visits.items())
+
+
+def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
+               out: list[Emit]) -> None:
+    enc = ev.encounter
+    at = (enc.discharge_at if enc else None) or ev.occurred_at
+    if ep.status == "discharged" and ep.discharge_at == at:
+        return
+    ep.status, ep.discharge_at = "discharged", at
+    if ep.class_ == "emergency":
+        _notify(p, ep, ev, "notification-discharge", ctx, out)
+        return
+    if not ep.counts_for_care():
+        return
+    p.discharges[ep.key] = at
+    _flag(p, ep, ev, "discharge", ctx, out)
+    if ep.assignment in ("none", "unassigned"):
+        _request_assignment(p, ep, ev, ctx, out)
+    elif ep.assignment in ("requested", "assigned") and ep.team and \
+            ep.points_level != ep.risk_level:
+        ep.points_level = ep.risk_level
+        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, _team_request(
+            p, ep, ev, "update_points")))
+    disposition = ep.disposition
+    if ev.patient.deceased:
+        disposition = "20"
+    dclass, plans = plan_followup(discharge_at=at, disposition=disposition,
+                                  risk_level=ep.risk_level or "low", tz=ep.tz,
+                                  has_pcp=p.pcp_id is not None, cfg=ctx.config.followup)
+    if dclass in (DispositionClass.DEATH, DispositionClass.HOSPICE):
+        reason = "deceased" if dclass == DispositionClass.DEATH else "hospice"
+        for other in p.episodes.values():
+            _cancel_tasks(p, other, ev, reason, ctx, out, rule=f"task.cancel.{reason}")
+    discharge_key = f"{ep.key}@{at.isoformat()}"
+    owner = ep.manager_id or (f"team:{ep.team}" if ep.team else None)
+    for plan in plans:
+        task_id = derive_id("task", p.key, discharge_key, plan.kind.value)
+        t = TaskState(task_id=task_id, kind=plan.kind.value, due=plan.due,
+                      priority=plan.priority, owner=owner, rule=plan.rule,
+                      description=plan.description, cause_event_id=ev.event_id,
+                      discharge_key=discharge_key)
+        ep.tasks[task_id] = t
+        _emit_task(p, ep, t, ev, derive_id(ev.event_id, plan.rule, task_id), plan.rule,
+                   ev.occurred_at, ctx, out)
+    _notify(p, ep, ev, "notification-discharge", ctx, out)
+
+
+def _cancel_discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
+                      out: list[Emit]) -> None:
+    if ep.status != "discharged":
+        return
+    key = f"{ep.key}@{ep.discharge_at.isoformat()}" if ep.discharge_at else None
+    ep.status, ep.discharge_at = "active", None
+    p.discharges.pop(ep.key, None)
+    for t in ep.tasks.values():
+        if t.discharge_key == key and t.status in OPEN_TASK_STATUSES:
+            _set_task(p, ep, t, "cancelled", "discharge_cancelled", ev, "task.cancel.discharge",
+                      ctx, out)
+    if ep.discharge_flag_id:
+        _withdraw(p, ep, ev, ctx, out)
+        ep.discharge_flag_id = None
+
+
+def _cancel_admit(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
+                  out: list[Emit]) -> None:
+    if ep.status in ("cancelled", "new"):
+        if ep.status == "new":
+            del p.episodes[ep.key]
+        return
+    ep.status = "cancelled"
+    p.ed_visits.pop(ep.key, None)
+    p.discharges.pop(ep.key, None)
+    _cancel_tasks(p, ep, ev, "admission_cancelled", ctx, out, rule="task.cancel.admission")
+    if ep.last_flag is not None and ep.last_flag.get("status") == "active":
+        _withdraw(p, ep, ev, ctx, out)
+    if ep.team and ep.assignment in ("requested", "assigned", "unassigned"):
+        ep.assignment = "released"
+        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team,
+                        _team_request(p, ep, ev, "release", reason="cancelled")))
+
+
+def _maybe_close(p: PatientState, ep: EpisodeState, now: datetime, ctx: CareContext,
+                 out: list[Emit]) -> None:
+    if ep.status != "discharged" or ep.discharge_at is None:
+        return
+    period_over = now >= ep.discharge_at + timedelta(days=ctx.config.episode.close_after_days)
+    tasks_done = bool(ep.tasks) and all(t.status in TERMINAL_TASK_STATUSES
+                                        for t in ep.tasks.values())
+    if not (period_over or tasks_done):
+        return
+    ep.status, ep.closed_at = "closed", now
+    if ep.team and ep.assignment in ("requested", "assigned", "unassigned"):
+        ep.assignment = "released"
+        cause = derive_id("episode-close", p.key, ep.key, ep.discharge_at.isoformat())
+        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, TeamRequest(
+            op="release", team=ep.team, patient_key=p.key, encounter_key=ep.key,
+            facility=ep.facility, cause_event_id=cause, decided_at=now,
+            reason="episode_closed")))
+
+
+# --- risk
+
+
+def _risk_input(p: PatientState, ep: EpisodeState, as_of: datetime, final: bool) -> RiskInput:
+    admit = ep.admit_at or as_of
+    prior_ed = tuple(sorted(t for k, t in p.ed_visits.items()
+                            if k != ep.key and t < admit and
+                            not admit - t <= ED_LEADS_TO_ADMISSION))
+    prior_discharges = tuple(sorted(t for k, t in p.discharges.items()
+                                    if k != ep.key and t <= admit))
+    return RiskInput(admit_at=ep.admit_at, as_of=as_of, tz=ep.tz, emergent=ep.emergent,
+                     emergent_reason=ep.emergent_reason, diagnoses=tuple(ep.diagnoses),
+                     prior_ed_visits=prior_ed, prior_discharges=prior_discharges,
+                     discharge_disposition=ep.disposition if final else None, final=final)
+
+
+def _signature(stage: str, r: RiskResult) -> str:
+    parts = [stage, r.level, r.lace.score, r.lace.l, r.lace.a, r.lace.c, r.lace.e,
+             r.charlson.score, *r.charlson.categories,
+             *(f"{f.code}:{x.code}:{x.detail}" for f in r.flags for x in f.factors)]
+    return hashlib.sha256("\x1f".join(str(x) for x in parts).encode()).hexdigest()[:16]
+
+
+def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx: CareContext,
+          out: list[Emit]) -> None:
+    final = stage == "discharge"
+    as_of = (ep.discharge_at or ev.occurred_at) if final else (ep.risk_as_of or ev.occurred_at)
+    result = assess(_risk_input(p, ep, as_of, final), ctx.config.risk)
+    signature = _signature(stage, result)
+    if signature == ep.risk_signature:
+        return  # nothing relevant changed: no output
+    rule = f"risk.{stage}"
+    flag = FlagOutput(
+        id=derive_id(ev.event_id, rule, ep.key), cause_event_id=ev.event_id, rule=rule,
+        patient_key=p.key, encounter_key=ep.key, facility=ep.facility,
+        decided_at=ev.occurred_at, stage=stage,  # type: ignore[arg-type]
+        risk_level=result.level,  # type: ignore[arg-type]
+        lace=Lace(score=result.lace.score, l=result.lace.l, a=result.lace.a, c=result.lace.c,
+                  e=result.lace.e),
+        charlson=Charlson(score=result.charlson.score,
+                          categories=list(result.charlson.categories)),
+        factors=[Factor(code=f.code, points=f.points, detail=f.detail) for f in result.factors],
+        reasons=[Reason(code=f.code, display=f.display,
+                        factors=[Factor(code=x.code, points=x.points, detail=x.detail)
+                                 for x in f.factors]) for f in result.flags],
+    )
+    ep.risk_level, ep.risk_signature = result.level, signature
+    ep.active_flag_id = flag.id
+    if final:
+        ep.discharge_flag_id = flag.id
+    ep.last_flag = flag.model_dump(mode="json")
+    _emit(out, flag, ev, ctx)
+
+
+def _withdraw(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
+              out: list[Emit]) -> None:
+    if ep.last_flag is None:
+        return
+    previous = FlagOutput.model_validate(ep.last_flag)
+    withdrawn = previous.model_copy(update={
+        "id": derive_id(ev.event_id, "risk.withdraw", previous.id), "replaces": previous.id,
+        "cause_event_id": ev.event_id, "rule": "risk.withdraw", "status": "withdrawn",
+        "decided_at": ev.occurred_at, "fhir": None, "flag_resources": []})
+    ep.last_flag = withdrawn.model_dump(mode="json")
+    ep.risk_signature = None
+    _emit(out, withdrawn, ev, ctx)
+
+
+# --- assignment
+
+
+def _team_request(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, op: str, *,
+                  reason: str | None = None) -> TeamRequest:
+    return TeamRequest(op=op, team=ep.team or "", patient_key=p.key,  # type: ignore[arg-type]
+                       encounter_key=ep.key, facility=ep.facility, cause_event_id=ev.event_id,
+                       decided_at=ev.occurred_at,
+                       risk_level=ep.risk_level or "low",  # type: ignore[arg-type]
+                       payer_ids=list(ep.payer_ids), language=p.language, reason=reason)
+
+
+def _request_assignment(p: PatientState, ep: EpisodeState, ev: CanonicalEvent,
+                        ctx: CareContext, out: list[Emit]) -> None:
+    if ep.assignment in ("requested", "assigned"):
+        return
+    teams = teams_for(ctx.roster, ep.facility, ep.unit)
+    if not teams:
+        ep.assignment = "unassigned"
+        _emit(out, AssignmentOutput(
+            id=derive_id(ev.event_id, "assignment", ep.key), cause_event_id=ev.event_id,
+            rule="assignment.no_team", patient_key=p.key, encounter_key=ep.key,
+            facility=ep.facility, decided_at=ev.occurred_at, status="unassigned",
+            reason="no_team"), ev, ctx)
+        _emit(out, EscalationOutput(
+            id=derive_id(ev.event_id, "escalation", ep.key), cause_event_id=ev.event_id,
+            rule="assignment.no_team", patient_key=p.key, encounter_key=ep.key,
+            facility=ep.facility, decided_at=ev.occurred_at, reason="no_team"), ev, ctx)
+        return
+    team = teams[0]
+    ep.team, ep.supervisor = team.id, team.supervisor
+    ep.assignment, ep.points_level = "requested", ep.risk_level
+    req = _team_request(p, ep, ev, "assign")
+    link = p.last_manager
+    window = timedelta(days=ctx.config.assignment.continuity_days)
+    if link is not None and ev.occurred_at - link.at <= window:
+        req = req.model_copy(update={"continuity_manager_id": link.manager_id,
+                                     "continuity_at": link.at})
+    out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, team.id, req))
+
+
+def _on_assignment(p: PatientState, a: AssignmentOutput, ctx: CareContext,
+                   out: list[Emit]) -> None:
+    ep = p.episodes.get(a.encounter_key or "")
+    if ep is None:
+        return
+    if a.status == "released":
+        ep.assignment = "released"
+        return
+    if a.status == "unassigned":
+        if ep.assignment == "requested":
+            ep.assignment = "unassigned"
+        return
+    if ep.status in ("cancelled", "closed") or ep.assignment == "released":
+        # Cancelled while the request was in flight: hand the caseload straight back.
+        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, a.team or "", TeamRequest(
+            op="release", team=a.team or "", patient_key=p.key, encounter_key=ep.key,
+            facility=ep.facility, cause_event_id=a.id, decided_at=a.decided_at,
+            reason="cancelled")))
+        return
+    ep.assignment, ep.manager_id = "assigned", a.manager_id
+    if a.manager_id and a.team and (p.last_manager is None or
+                                     p.last_manager.at <= a.decided_at):
+        p.last_manager = ManagerLink(manager_id=a.manager_id, team=a.team, at=a.decided_at)
+    for t in ep.tasks.values():
+        if t.status in OPEN_TASK_STATUSES and t.owner != a.manager_id:
+            t.owner = a.manager_id
+            _emit_task(p, ep, t, None, derive_id(a.id, "task.owner", t.task_id), "task.owner",
+                       a.decided_at, ctx, out)
+
+
+# --- tasks
+
+
+def _emit_task(p: PatientState, ep: EpisodeState, t: TaskState, ev: CanonicalEvent | None,
+               out_id: str, rule: str, at: datetime, ctx: CareContext, out: list[Emit]) -> None:
+    _emit(out, TaskOutput(
+        id=out_id, cause_event_id=ev.event_id if ev else t.cause_event_id, rule=rule,
+        patient_key=p.key, encounter_key=ep.key, facility=ep.facility, decided_at=at,
+        task_id=t.task_id, kind=t.kind, due=t.due, status=t.status,  # type: ignore[arg-type]
+        priority=t.priority, owner=t.owner, description=t.description,  # type: ignore[arg-type]
+        status_reason=t.status_reason, attempts=t.attempts), ev, ctx)
+
+
+def _set_task(p: PatientState, ep: EpisodeState, t: TaskState, status: str, reason: str | None,
+              ev: CanonicalEvent, rule: str, ctx: CareContext, out: list[Emit]) -> None:
+    t.status, t.status_reason = status, reason
+    _emit_task(p, ep, t, ev, derive_id(ev.event_id, rule, t.task_id), rule, ev.occurred_at,
+               ctx, out)
+
+
+def _cancel_tasks(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, reason: str,
+                  ctx: CareContext, out: list[Emit], *, rule: str) -> None:
+    for t in ep.tasks.values():
+        if t.status in OPEN_TASK_STATUSES:
+            _set_task(p, ep, t, "cancelled", reason, ev, rule, ctx, out)
+
+
+def _on_task_update(p: PatientState, u: TaskUpdate, uid: str, ctx: CareContext,
+                    out: list[Emit]) -> None:
+    for ep in p.episodes.values():
+        t = ep.tasks.get(u.task_id)
+        if t is None:
+            continue
+        if t.status in TERMINAL_TASK_STATUSES:
+            return  # closed tasks stay closed; a late update changes nothing
+        if u.status == "attempted":
+            t.attempts += 1
+            # CMS TCM: two documented, timely unsuccessful attempts satisfy the contact.
+            if t.kind == "contact" and t.attempts >= 2:
+                t.status, t.status_reason = "completed", "two_attempts_documented"
+            else:
+                t.status, t.status_reason = "in-progress", "attempted"
+        else:
+            t.status, t.status_reason = u.status, u.reason
+        _emit_task(p, ep, t, None, derive_id(uid, "task.update", t.task_id),
+                   f"task.update.{u.status}", u.at, ctx, out)
+        _maybe_close(p, ep, u.at, ctx, out)
+        return
+
+
+# --- notifications
+
+
+def _notify(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, code: str, ctx: CareContext,
+            out: list[Emit]) -> None:
+    if not ctx.config.episode.notifications:
+        return
+    _emit(out, NotificationOutput(
+        id=derive_id(ev.event_id, "notify", code, ep.key), cause_event_id=ev.event_id,
+        rule=f"notify.{code.removeprefix('notification-')}", patient_key=p.key,
+        encounter_key=ep.key, facility=ep.facility, decided_at=ev.occurred_at,
+        event_code=code, recipient=p.pcp_id), ev, ctx)  # type: ignore[arg-type]
+
+
+# --- merges
+
+
+def _on_command(p: PatientState, cmd: PatientCommand, now: datetime, ctx: CareContext,
+                out: list[Emit]) -> PatientState:
+    if cmd.op == "handover":
+        if p.merged_into:
+            return p
+        if p.episodes or p.ed_visits or p.discharges or p.last_manager:
+            moved = p.model_copy(update={"seen": [], "merged_into": None})
+            out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, cmd.target_key, PatientCommand(
+                op="absorb", cause_event_id=cmd.cause_event_id, decided_at=cmd.decided_at,
+                target_key=cmd.target_key, state=moved.model_dump(mode="json"))))
+        return PatientState(key=p.key, merged_into=cmd.target_key, seen=p.seen,
+                            merged_from=p.merged_from)
+    if cmd.op == "absorb" and cmd.state is not None:
+        src = PatientState.model_validate(cmd.state)
+        for key, ep in src.episodes.items():
+            if key in p.episodes:
+                continue  # the survivor's own record of an episode wins
+            p.episodes[key] = ep
+            for t in ep.tasks.values():
+                if t.status in OPEN_TASK_STATUSES:
+                    _emit_task(p, ep, t, None, derive_id(cmd.cause_event_id, "merge.rekey",
+                                                         t.task_id),
+                               "merge.rekey", cmd.decided_at, ctx, out)
+        p.ed_visits = {**src.ed_visits, **p.ed_visits}
+        p.discharges = {**src.discharges, **p.discharges}
+        if src.last_manager and (p.last_manager is None or
+                                 p.last_manager.at < src.last_manager.at):
+            p.last_manager = src.last_manager
+        p.pcp_id = p.pcp_id or src.pcp_id
+        p.language = p.language or src.language
+        p.merged_from = sorted({*p.merged_from, src.key, *src.merged_from})
+        return p
+    if cmd.op == "forward" and cmd.message is not None:
+        inner = decode_patient_input(cmd.message["topic"], orjson.dumps(cmd.message["value"]))
+        q, more = apply_patient(p, p.key, inner, now=now, ctx=ctx)
+        out.extend(more)
+        return q
+    return p
+
+
+def decode_patient_input(topic: str, value: bytes) -> PatientInput:
+    """The model of a record read by the patient stage, by catalogue topic name."""
+    if topic == topics.CARE_EVENTS.name:
+        return CanonicalEvent.model_validate_json(value)
+    if topic == topics.CARE_ASSIGNMENTS.name:
+        return AssignmentOutput.model_validate_json(value)
+    if topic == topics.CARE_TASK_UPDATES.name:
+        return TaskUpdate.model_validate_json(value)
+    return PatientCommand.model_validate_json(value)
+
+
+def _topic_of(msg: PatientInput) -> str:
+    if isinstance(msg, CanonicalEvent):
+        return topics.CARE_EVENTS.name
+    if isinstance(msg, AssignmentOutput):
+        return topics.CARE_ASSIGNMENTS.name
+    if isinstance(msg, TaskUpdate):
+        return topics.CARE_TASK_UPDATES.name
+    return topics.CARE_EPISODE_COMMANDS.name
+
+
+def _time_of(msg: PatientInput, now: datetime) -> datetime:
+    if isinstance(msg, CanonicalEvent):
+        return msg.occurred_at
+    if isinstance(msg, AssignmentOutput | PatientCommand):
+        return msg.decided_at
+    if isinstance(msg, TaskUpdate):
+        return msg.at
+    return now
+
+
+def _emit(out: list[Emit], output: BaseModel, ev: CanonicalEvent | None,
+          ctx: CareContext) -> None:
+    if ctx.render_fhir:
+        output = _with_fhir(output, ev)
+    out.append(Emit(OUTPUT_TOPICS[output.type], output.patient_key, output))  # type: ignore[attr-defined]
+
+
+def _with_fhir(output: BaseModel, ev: CanonicalEvent | None) -> BaseModel:
+    if isinstance(output, FlagOutput):
+        # A withdrawal renders the withdrawn record's own resources (same FHIR ids, now
+        # entered-in-error / inactive), so receivers update what they hold.
+        subject = output.model_copy(update={"id": output.replaces}) if output.replaces \
+            else output
+        return output.model_copy(update={"fhir": fhir_out.risk_assessment(subject, ev),
+                                         "flag_resources": fhir_out.flags(subject, ev)})
+    return output.model_copy(update={"fhir": fhir_out.render(output, ev)})  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- team stage
+
+
+def apply_team(state: TeamState | None, req: TeamRequest, *, ctx: CareContext
+               ) -> tuple[TeamState, list[Emit]]:
+    """Apply one request to one team's caseload. Time is the request's own."""
+    out: list[Emit] = []
+    base = state.model_copy(deep=True) if state is not None else None
+    if req.op == "release":
+        if base is None:
+            return TeamState(team_id=req.team), out
+        new, decision = release(base, req.encounter_key)
+        if decision is not None:
+            _emit(out, AssignmentOutput(
+                id=derive_id(req.cause_event_id, "assignment.release", req.encounter_key),
+                cause_event_id=req.cause_event_id, rule="assignment.release",
+                patient_key=req.patient_key, encounter_key=req.encounter_key,
+                facility=req.facility, decided_at=req.decided_at, status="released",
+                manager_id=decision.manager_id, team=req.team, reason=req.reason or "released",
+                points=decision.points), None, ctx)
+        return new, out
+    if req.op == "update_points":
+        if base is None:
+            return TeamState(team_id=req.team), out
+        return update_points(base, req.encounter_key, req.risk_level, ctx.config.assignment), out
+    new, d = assign(base, AssignmentRequest(
+        episode_key=req.encounter_key, team_id=req.team, risk_level=req.risk_level,
+        payer_ids=tuple(req.payer_ids), language=req.language, specialty=req.specialty,
+        continuity_manager_id=req.continuity_manager_id, continuity_at=req.continuity_at,
+        cause_event_id=req.cause_event_id), now=req.decided_at, roster=ctx.roster,
+        cfg=ctx.config.assignment)
+    if d.status == "already_assigned":
+        return new, out
+    rule = f"assignment.{d.reason}"
+    _emit(out, AssignmentOutput(
+        id=derive_id(req.cause_event_id, "assignment", req.encounter_key),
+        cause_event_id=req.cause_event_id, rule=rule, patient_key=req.patient_key,
+        encounter_key=req.encounter_key, facility=req.facility, decided_at=req.decided_at,
+        status="assigned" if d.status == "assigned" else "unassigned",
+        manager_id=d.manager_id, team=req.team, supervisor=d.supervisor, reason=d.reason,
+        points=d.points, load_after=d.load_after, cap=d.cap,
+        considered=[list(c) for c in d.considered]), None, ctx)
+    if d.status != "assigned":
+        _emit(out, EscalationOutput(
+            id=derive_id(req.cause_event_id, "escalation", req.encounter_key),
+            cause_event_id=req.cause_event_id, rule=rule, patient_key=req.patient_key,
+            encounter_key=req.encounter_key, facility=req.facility,
+            decided_at=req.decided_at, reason=d.reason, team=req.team,
+            supervisor=d.supervisor), None, ctx)
+    return new, out
+
+
+def output_of(emit: Emit) -> dict[str, Any] | None:
+    """The public output record of an emit (None for internal messages)."""
+    if emit.topic in OUTPUT_TOPICS.values():
+        return dump_output(emit.value)
+    return None

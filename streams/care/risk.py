@@ -1,0 +1,536 @@
+"""Readmission risk: the LACE index and the readmission-risk flags, as pure functions.
+
+Reads what the caller passes in (:class:`RiskInput`: times, diagnoses, prior ED visits and
+discharges from the hub's own history) and the diagnosis code sets of
+``streams/care/data/risk_conditions.yaml`` and ``charlson_quan2005.yaml`` (package data,
+read once at import). No clock, no environment, no Kafka: time comes in as arguments.
+
+Sources:
+- LACE index: van Walraven C, Dhalla IA, Bell C, et al. CMAJ 2010;182(6):551-557; points
+  table and bands (0-4 low, 5-9 moderate, >=10 high) as in BMC Cardiovasc Disord 14:97,
+  table 1 (see /work/shared/REFERENCE.md section 1).
+- Comorbidity: Charlson, ICD-10 coding of Quan et al., Med Care 2005 (:mod:`.charlson`).
+- CMS Hospital Readmissions Reduction Program conditions (AMI, heart failure, pneumonia,
+  COPD, CABG, hip/knee replacement) and the 30-day readmission window.
+- Frequent ED use: >= 3 ED visits in 60 days (a notification network's definition,
+  REFERENCE.md "Caseloads and utilization flags").
+- Social needs: ICD-10-CM Z55-Z65 (Gravity SDOH Clinical Care IG).
+
+Every factor detail is PHI-free by construction: category ids, ICD-10 codes (only codes
+that matched a listed prefix are echoed), configured code values, counts and day numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal, Self
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streams.care.charlson import (
+    CharlsonResult,
+    CodeSet,
+    charlson,
+    format_icd10,
+    icd10_codes,
+    load_data,
+    parse_code_set,
+)
+
+__all__ = [
+    "ALL_FLAGS",
+    "HRRP_CONDITIONS",
+    "RISK_CONDITIONS_DATA",
+    "SOCIAL_NEEDS",
+    "ConditionMatch",
+    "Factor",
+    "FlagCode",
+    "LaceResult",
+    "RiskConfig",
+    "RiskFlag",
+    "RiskInput",
+    "RiskLevel",
+    "RiskResult",
+    "RuleCondition",
+    "assess",
+    "cms_conditions",
+    "emergent_reason",
+    "lace",
+    "length_of_stay_days",
+    "risk_level",
+    "social_needs",
+]
+
+RiskLevel = Literal["low", "moderate", "high"]
+FlagCode = Literal[
+    "high_lace", "readmission_30d", "against_medical_advice", "cms_condition",
+    "frequent_ed", "social_needs",
+]
+ALL_FLAGS: tuple[FlagCode, ...] = (
+    "high_lace", "readmission_30d", "against_medical_advice", "cms_condition",
+    "frequent_ed", "social_needs",
+)
+_FLAG_DISPLAY: Mapping[FlagCode, str] = {
+    "high_lace": "High readmission risk (LACE index)",
+    "readmission_30d": "Readmission within {days} days of a discharge",
+    "against_medical_advice": "Discharged against medical advice",
+    "cms_condition": "CMS readmission-program (HRRP) condition",
+    "frequent_ed": "Frequent emergency department use",
+    "social_needs": "Social needs (ICD-10 Z55-Z65)",
+}
+
+LACE_MAX = 19
+"""7 (L) + 3 (A) + 5 (C) + 4 (E)."""
+_ED_CAP = 4
+_ACUITY_POINTS = 3
+
+
+# --- configuration ------------------------------------------------------------------
+
+
+class RiskConfig(BaseModel):
+    """Thresholds of the risk rules (the ``risk`` section of the rules file).
+
+    Code lists are compared case-insensitively after trimming, and all-digit codes by
+    value, so ``"7"`` and ``"07"`` are the same code (senders drop the leading zero of
+    HL7 table 0112/0023 codes).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lace_moderate_at: int = Field(
+        default=5, ge=0, le=LACE_MAX,
+        description="LACE score from which the level is moderate (bands 0-4 low, 5-9 "
+                    "moderate, >=10 high; BMC Cardiovasc Disord 14:97 table 1).")
+    lace_high_at: int = Field(
+        default=10, ge=0, le=LACE_MAX,
+        description="LACE score from which the level is high.")
+    flag_lace_at: int = Field(
+        default=10, ge=0, le=LACE_MAX + 1,
+        description="LACE score from which the high_lace flag fires (20 never fires).")
+    readmission_days: int = Field(
+        default=30, ge=0,
+        description="readmission_30d fires when this admission's date is at most this "
+                    "many days after a prior inpatient discharge date (CMS HRRP: 30; a "
+                    "readmission on day 30 counts, day 31 does not).")
+    frequent_ed_visits: int = Field(
+        default=3, ge=1,
+        description="frequent_ed fires with at least this many prior ED visits ...")
+    frequent_ed_days: int = Field(
+        default=60, ge=0,
+        description="... within this many days before the admission (>=3 in 60 days). "
+                    "The ED visit that led to this admission is not counted.")
+    ed_lookback_days: int = Field(
+        default=183, ge=0,
+        description="LACE E: ED visits within this many days before admission (6 months "
+                    "as 183 days), the visit that led to the admission excluded.")
+    ama_dispositions: tuple[str, ...] = Field(
+        default=("07", "aadvice", "AMA"),
+        description="Discharge dispositions meaning 'left against medical advice': HL7 "
+                    "table 0112 / UB-04 07, FHIR discharge-disposition 'aadvice', local AMA.")
+    emergent_admission_types: tuple[str, ...] = Field(
+        default=("E", "EM", "EMER", "EMERGENCY"),
+        description="Admission types (PV1-4, HL7 table 0007; FHIR priority mapped to 0007) "
+                    "that make an admission emergent for LACE A. Urgent ('U') is NOT "
+                    "included: LACE A means admitted via the emergency department, and an "
+                    "urgent admission is often a direct admit; add 'U' (or 'A' accident, "
+                    "UB-04 '1'/'5') here if a site's feed uses them for ED admissions.")
+    emergent_admit_sources: tuple[str, ...] = Field(
+        default=("7", "emd", "ER"),
+        description="Admit sources meaning 'via the ED': HL7 table 0023 '7' emergency "
+                    "room, FHIR admit-source 'emd', local 'ER'.")
+    enabled_flags: tuple[FlagCode, ...] = Field(
+        default=ALL_FLAGS,
+        description="Flags that may fire; the LACE score and level are always computed.")
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> Self:
+        if self.lace_moderate_at > self.lace_high_at:
+            raise ValueError("lace_moderate_at must not exceed lace_high_at")
+        return self
+
+
+def _code_key(value: str) -> str:
+    text = value.strip().casefold()
+    return str(int(text)) if text.isdigit() else text
+
+
+def _find_code(value: str | None, options: Iterable[str]) -> str | None:
+    """The configured option equal to ``value`` (see :class:`RiskConfig`), or None."""
+    if value is None or not value.strip():
+        return None
+    key = _code_key(value)
+    return next((opt for opt in options if _code_key(opt) == key), None)
+
+
+def emergent_reason(
+    admission_type: str | None, admit_source: str | None, cfg: RiskConfig
+) -> str | None:
+    """Why an admission is emergent (LACE A), or None when it is not.
+
+    Reads the canonical encounter's ``admission_type`` (PV1-4, HL7 table 0007) and
+    ``admit_source`` (PV1-14, HL7 table 0023; FHIR admitSource) against
+    ``cfg.emergent_admission_types`` / ``cfg.emergent_admit_sources``. The reason names
+    the configured code that matched (never the raw value), e.g. ``"admission type E"``.
+    """
+    if (hit := _find_code(admission_type, cfg.emergent_admission_types)) is not None:
+        return f"admission type {hit}"
+    if (hit := _find_code(admit_source, cfg.emergent_admit_sources)) is not None:
+        return f"admit source {hit}"
+    return None
+
+
+# --- LACE ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaceResult:
+    """LACE index (0-19) and its components."""
+
+    score: int
+    l: int  # noqa: E741 - the LACE component names are the contract (schemas.care.Lace)
+    a: int
+    c: int
+    e: int
+
+
+def _los_points(days: int) -> int:
+    # van Walraven 2010: <1 day 0, 1 1, 2 2, 3 3, 4-6 4, 7-13 5, >=14 7.
+    if days <= 3:
+        return days
+    if days <= 6:
+        return 4
+    if days <= 13:
+        return 5
+    return 7
+
+
+def lace(
+    length_of_stay_days: int, emergent: bool, lace_comorbidity_points: int, ed_visits_6m: int
+) -> LaceResult:
+    """LACE index (van Walraven et al., CMAJ 2010) from its four inputs.
+
+    L: length of stay in days (<1: 0, 1: 1, 2: 2, 3: 3, 4-6: 4, 7-13: 5, >=14: 7);
+    A: 3 when emergent; C: Charlson points with the LACE tool's weights (0-3 as is, >=4:
+    5); E: ED visits in the 6 months before admission, capped at 4. ``ValueError`` for a
+    negative input.
+    """
+    if min(length_of_stay_days, lace_comorbidity_points, ed_visits_6m) < 0:
+        raise ValueError("LACE inputs must not be negative")
+    l_pts = _los_points(length_of_stay_days)
+    a_pts = _ACUITY_POINTS if emergent else 0
+    c_pts = lace_comorbidity_points if lace_comorbidity_points <= 3 else 5
+    e_pts = min(ed_visits_6m, _ED_CAP)
+    return LaceResult(score=l_pts + a_pts + c_pts + e_pts, l=l_pts, a=a_pts, c=c_pts, e=e_pts)
+
+
+def _local_date(when: datetime, zone: ZoneInfo) -> date:
+    if when.tzinfo is None or when.utcoffset() is None:
+        # A naive time has no defined facility date; refuse rather than guess.
+        raise ValueError("datetimes must be timezone-aware")
+    return when.astimezone(zone).date()
+
+
+def length_of_stay_days(admit_at: datetime, as_of: datetime, tz: str) -> int:
+    """Length of stay for LACE L: calendar days from the admission date to ``as_of``'s.
+
+    Both times are converted to the facility zone ``tz`` (IANA name) and only their
+    dates are compared: the midnight count of inpatient-day census, so admitted and
+    discharged the same day is 0 ("<1 day", 0 points) and one overnight is 1, however
+    many hours passed (a stay over a DST change is not a fraction of a day short or
+    long). This is how we read the LACE table's "admission and discharge days counted":
+    both dates are read, their difference is the stay. ``as_of`` before ``admit_at``
+    (clock skew between systems) gives 0. Raises ``ValueError`` for naive datetimes and
+    ``zoneinfo.ZoneInfoNotFoundError`` for an unknown zone.
+    """
+    zone = ZoneInfo(tz)
+    return max(0, (_local_date(as_of, zone) - _local_date(admit_at, zone)).days)
+
+
+def risk_level(score: int, cfg: RiskConfig) -> RiskLevel:
+    """LACE band: ``high`` from ``cfg.lace_high_at``, ``moderate`` from
+    ``cfg.lace_moderate_at``, else ``low`` (defaults 0-4 / 5-9 / >=10, BMC Cardiovasc
+    Disord 14:97)."""
+    if score >= cfg.lace_high_at:
+        return "high"
+    if score >= cfg.lace_moderate_at:
+        return "moderate"
+    return "low"
+
+
+# --- condition code sets (HRRP, social needs) ----------------------------------------
+
+RISK_CONDITIONS_DATA = "risk_conditions.yaml"
+
+
+@dataclass(frozen=True)
+class RuleCondition:
+    """A named diagnosis code set of ``risk_conditions.yaml``."""
+
+    id: str
+    name: str
+    codes: CodeSet
+
+
+@dataclass(frozen=True)
+class ConditionMatch:
+    """A diagnosis code (normalized, dot-less) that matched a condition."""
+
+    condition: str
+    name: str
+    code: str
+
+
+def _load_conditions(data: Mapping[str, Any], key: str) -> tuple[RuleCondition, ...]:
+    out = tuple(
+        RuleCondition(id=str(e["id"]), name=str(e["name"]), codes=parse_code_set(e["codes"]))
+        for e in data[key]
+    )
+    if len({c.id for c in out}) != len(out):
+        raise ValueError(f"{key}: duplicate id")
+    return out
+
+
+_RISK_DATA = load_data(RISK_CONDITIONS_DATA)
+HRRP_CONDITIONS: tuple[RuleCondition, ...] = _load_conditions(_RISK_DATA, "hrrp_conditions")
+"""CMS HRRP conditions (AMI, heart failure, pneumonia, COPD, CABG, hip/knee)."""
+SOCIAL_NEEDS: tuple[RuleCondition, ...] = _load_conditions(_RISK_DATA, "social_needs")
+"""Social-needs categories over ICD-10 Z55-Z65."""
+del _RISK_DATA
+
+
+def cms_conditions(diagnoses: Iterable[tuple[str, str | None]]) -> tuple[ConditionMatch, ...]:
+    """Diagnoses in a CMS HRRP condition code set (``risk_conditions.yaml``).
+
+    Reads (code, system) pairs; non-ICD-10 systems are ignored (see
+    :func:`streams.care.charlson.is_icd10_system`). Ordered by condition (data-file
+    order), then code; a code in two conditions appears under both.
+    """
+    codes = sorted(icd10_codes(diagnoses))
+    return tuple(
+        ConditionMatch(cond.id, cond.name, code)
+        for cond in HRRP_CONDITIONS
+        for code in codes
+        if cond.codes.match(code) is not None
+    )
+
+
+def social_needs(diagnoses: Iterable[tuple[str, str | None]]) -> tuple[ConditionMatch, ...]:
+    """Social-needs diagnoses (ICD-10 Z55-Z65), each under its most specific category.
+
+    Reads (code, system) pairs (ICD-10 systems only). Z59 splits into housing (Z59.0,
+    Z59.1, Z59.81), food (Z59.4), transportation (Z59.82) and economic (the rest).
+    Ordered by category (data-file order), then code.
+    """
+    best: dict[str, tuple[int, RuleCondition]] = {}
+    for code in icd10_codes(diagnoses):
+        for cond in SOCIAL_NEEDS:
+            spec = cond.codes.match(code)
+            if spec is not None and (code not in best or spec.length > best[code][0]):
+                best[code] = (spec.length, cond)
+    order = {c.id: i for i, c in enumerate(SOCIAL_NEEDS)}
+    return tuple(
+        ConditionMatch(cond.id, cond.name, code)
+        for code, (_, cond) in sorted(best.items(), key=lambda kv: (order[kv[1][1].id], kv[0]))
+    )
+
+
+# --- assessment ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One contributor to the score or a flag: a code, its points if scored, a PHI-free
+    detail (codes, counts and day numbers only). Mirrors :class:`schemas.care.Factor`."""
+
+    code: str
+    points: int | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class RiskFlag:
+    """A flag that fired and the factors that made it fire."""
+
+    code: FlagCode
+    display: str
+    factors: tuple[Factor, ...]
+
+
+@dataclass(frozen=True)
+class RiskInput:
+    """What the risk rules read about one encounter (built by the caller from episode
+    state and the canonical event).
+
+    All datetimes must be timezone-aware. ``as_of`` is the discharge time, or the
+    decision time for an admission-time estimate (``final`` False). ``tz`` is the
+    facility's IANA zone: lengths of stay and day counts are in its calendar days.
+    ``prior_ed_visits`` are arrival times of ED visits BEFORE this admission (not the visit
+    that led to it); ``prior_discharges`` inpatient discharges before this admission.
+    ``emergent_reason`` must be PHI-free (build it with :func:`emergent_reason`).
+    """
+
+    admit_at: datetime | None
+    as_of: datetime
+    tz: str
+    emergent: bool
+    emergent_reason: str | None
+    diagnoses: tuple[tuple[str, str | None], ...]
+    prior_ed_visits: tuple[datetime, ...]
+    prior_discharges: tuple[datetime, ...]
+    discharge_disposition: str | None
+    final: bool
+
+
+@dataclass(frozen=True)
+class RiskResult:
+    """The outcome of :func:`assess`.
+
+    ``lace.c`` holds the LACE comorbidity points (LACE weights, banded); the standard
+    Charlson score is ``charlson.score`` (also :attr:`charlson_score`): the two
+    weightings are never mixed.
+    """
+
+    level: RiskLevel
+    lace: LaceResult
+    charlson: CharlsonResult
+    factors: tuple[Factor, ...]
+    flags: tuple[RiskFlag, ...]
+    final: bool
+
+    @property
+    def score(self) -> int:
+        """The LACE score."""
+        return self.lace.score
+
+    @property
+    def charlson_score(self) -> int:
+        """The standard Charlson score (Quan 2005 coding, original weights)."""
+        return self.charlson.score
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _visits_within(
+    visits: Iterable[datetime], ref: datetime, days: int, zone: ZoneInfo
+) -> int:
+    """Visits strictly before ``ref`` whose facility date is at most ``days`` days before
+    ``ref``'s date (so "61 days before" is outside a 60-day window)."""
+    ref_date = _local_date(ref, zone)
+    return sum(
+        1 for v in visits if (ref_date - _local_date(v, zone)).days <= days and v < ref
+    )
+
+
+def _lace_factors(
+    inp: RiskInput, los: int | None, result: LaceResult, ch: CharlsonResult, ed_6m: int,
+    cfg: RiskConfig,
+) -> tuple[Factor, ...]:
+    if los is None:
+        l_detail = "admission time unknown, length of stay not counted"
+    else:
+        l_detail = f"length of stay {'' if inp.final else 'so far '}{_days(los)}"
+    if inp.emergent:
+        a_detail = "emergent admission" + (f" ({inp.emergent_reason})" if inp.emergent_reason
+                                           else "")
+    else:
+        a_detail = "not an emergent admission"
+    if ch.lace_by_category:
+        parts = ", ".join(f"{cid} {pts}" for cid, pts in ch.lace_by_category.items())
+        c_detail = f"comorbidity points {ch.lace_points} with LACE weights ({parts})"
+        if ch.lace_points > 3:
+            c_detail += ", 4 or more score 5"
+    else:
+        c_detail = "no Charlson comorbidity coded"
+    e_detail = f"{ed_6m} ED visits in the {cfg.ed_lookback_days} days before admission"
+    if ed_6m > _ED_CAP:
+        e_detail += f", capped at {_ED_CAP}"
+    return (
+        Factor("lace.l", result.l, l_detail),
+        Factor("lace.a", result.a, a_detail),
+        Factor("lace.c", result.c, c_detail),
+        Factor("lace.e", result.e, e_detail),
+    )
+
+
+def _readmission_factor(
+    ref: datetime, discharges: Iterable[datetime], cfg: RiskConfig, zone: ZoneInfo
+) -> Factor | None:
+    # A discharge at the very moment of admission is a prior one (same-minute readmit);
+    # one after it belongs to this stay and is not a readmission trigger. (The date test
+    # first: it refuses a naive time before the comparison could raise TypeError.)
+    ref_date = _local_date(ref, zone)
+    before = [d for d in discharges if _local_date(d, zone) <= ref_date and d <= ref]
+    if not before:
+        return None
+    days = (ref_date - _local_date(max(before), zone)).days
+    if days > cfg.readmission_days:
+        return None
+    return Factor("readmission.days_since_discharge", None,
+                  f"admitted {_days(days)} after a prior inpatient discharge "
+                  f"(window {cfg.readmission_days} days)")
+
+
+def assess(inp: RiskInput, cfg: RiskConfig) -> RiskResult:
+    """LACE score, level, Charlson and the readmission-risk flags of one encounter.
+
+    Reads only ``inp`` and ``cfg`` (see :class:`RiskInput` for the time conventions). The
+    reference time for "before admission" is ``admit_at``, or ``as_of`` when the admission
+    time is unknown (length of stay then counts 0). Flags (each listed only when enabled
+    in ``cfg.enabled_flags``, in this order): ``high_lace`` (LACE >= flag_lace_at),
+    ``readmission_30d`` (admission date within readmission_days of the latest prior
+    discharge date), ``against_medical_advice`` (disposition in ama_dispositions),
+    ``cms_condition`` (HRRP code sets), ``frequent_ed`` (>= frequent_ed_visits prior ED
+    visits within frequent_ed_days), ``social_needs`` (Z55-Z65). Sources: module
+    docstring.
+    """
+    zone = ZoneInfo(inp.tz)
+    ref = inp.admit_at if inp.admit_at is not None else inp.as_of
+    _local_date(inp.as_of, zone)  # validates awareness even when admit_at is given
+    los = None if inp.admit_at is None else length_of_stay_days(inp.admit_at, inp.as_of, inp.tz)
+    ch = charlson(inp.diagnoses)
+    ed_6m = _visits_within(inp.prior_ed_visits, ref, cfg.ed_lookback_days, zone)
+    result = lace(los or 0, inp.emergent, ch.lace_points, ed_6m)
+    factors = _lace_factors(inp, los, result, ch, ed_6m, cfg)
+
+    fired: dict[FlagCode, tuple[Factor, ...]] = {}
+    if result.score >= cfg.flag_lace_at:
+        fired["high_lace"] = tuple(f for f in factors if f.points)
+    if (readmit := _readmission_factor(ref, inp.prior_discharges, cfg, zone)) is not None:
+        fired["readmission_30d"] = (readmit,)
+    if (ama := _find_code(inp.discharge_disposition, cfg.ama_dispositions)) is not None:
+        fired["against_medical_advice"] = (
+            Factor("discharge.disposition", None, f"discharge disposition {ama}"),)
+    if cms := cms_conditions(inp.diagnoses):
+        fired["cms_condition"] = tuple(
+            Factor(f"cms.{m.condition}", None, f"{m.name}: {format_icd10(m.code)}")
+            for m in cms)
+    recent_ed = _visits_within(inp.prior_ed_visits, ref, cfg.frequent_ed_days, zone)
+    if recent_ed >= cfg.frequent_ed_visits:
+        fired["frequent_ed"] = (Factor(
+            "ed.visits", None,
+            f"{recent_ed} ED visits in the {cfg.frequent_ed_days} days before admission "
+            f"(threshold {cfg.frequent_ed_visits})"),)
+    if needs := social_needs(inp.diagnoses):
+        fired["social_needs"] = tuple(
+            Factor(f"sdoh.{m.condition}", None, f"{m.name}: {format_icd10(m.code)}")
+            for m in needs)
+
+    flags = tuple(
+        RiskFlag(code, _FLAG_DISPLAY[code].format(days=cfg.readmission_days), fired[code])
+        for code in ALL_FLAGS
+        if code in fired and code in cfg.enabled_flags
+    )
+    return RiskResult(
+        level=risk_level(result.score, cfg),
+        lace=result,
+        charlson=ch,
+        factors=factors,
+        flags=flags,
+        final=inp.final,
+    )

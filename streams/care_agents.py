@@ -1,0 +1,242 @@
+"""The care stages as faust agents: thin shells around :mod:`streams.care.engine`.
+
+* ``episodes`` (table ``episodes``, keyed by patient) reads care.events,
+  care.assignments, care.task-updates and care.episode-commands as one co-partitioned
+  stream: every input of one patient on one partition, in order.
+* ``caseloads`` (table ``caseloads``, keyed by team) reads care.assignment-requests:
+  repartitioned by team, so a team's caseload is counted in one place.
+* The roster comes from ``cfg.roster_feed``: the hub tails the compacted config.roster
+  topic for every worker (a faust GlobalTable over it hung the worker's start-up, as
+  faust's own docs warn), so a roster change applies without a restart.
+* A timer asks each active partition for a tick (tables are only written from inside
+  stream iteration, on the partition that owns the key).
+
+Order of one input's work, and why (at-least-once, effectively-once):
+1. Apply the pure rules to the stored state.
+2. Publish every emit and wait until the broker has them all.
+3. Only then store the new state. A crash between 2 and 3 replays the input against the
+   old state, which yields the same output ids again (downstream dedups); the opposite
+   order could store a state whose outputs were never published.
+Agent and table names are state identities: renaming one is a migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+import structlog
+from faust.types import EventT
+
+from schemas import topics as catalogue
+from schemas.care import TICK_KEY, TeamRequest
+from schemas.errors import ErrorCode, MappingError
+from streams.care.assignment import TeamState
+from streams.care.config import CareConfig, parse_rules
+from streams.care.engine import (
+    CareContext,
+    Emit,
+    apply_patient,
+    apply_team,
+    decode_patient_input,
+    tick_patient,
+)
+from streams.care.roster import Roster, parse_roster
+from streams.care.state import OPEN_TASK_STATUSES, PatientState
+from streams.config import StreamsConfig
+
+log = structlog.stdlib.get_logger("streams.care")
+
+EPISODES_AGENT = "episodes"
+EPISODES_TABLE = "episodes"
+CASELOADS_AGENT = "caseloads"
+CASELOADS_TABLE = "caseloads"
+
+DeadLetterFn = Callable[[EventT, str, MappingError], Awaitable[None]]
+
+
+class CareFigures:
+    """In-process figures for the demo summary and metrics (no PHI: counts only)."""
+
+    def __init__(self) -> None:
+        self.inputs = 0
+        self.outputs: dict[str, int] = {}
+        self.failures = 0
+        self.open_tasks = 0
+        self.overdue_tasks = 0
+        self.caseload_points: dict[tuple[str, str], int] = {}
+        self.caseload_caps: dict[tuple[str, str], int] = {}
+        self.unassigned_points: dict[str, int] = {}
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "care_inputs": self.inputs, "care_failures": self.failures,
+            "outputs": dict(self.outputs), "tasks_open": self.open_tasks,
+            "tasks_overdue": self.overdue_tasks,
+            "caseload_points": {f"{t}|{m}": v for (t, m), v in self.caseload_points.items()},
+            "caseload_cap_points": {f"{t}|{m}": v for (t, m), v in self.caseload_caps.items()},
+            "unassigned_points": dict(self.unassigned_points),
+        }
+
+
+def _schema() -> faust.Schema:
+    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                        value_serializer="raw")
+
+
+def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterFn
+                    ) -> CareFigures:
+    figures = CareFigures()
+    partitions = cfg.partitions or catalogue.CARE_EVENTS.partitions
+    config: CareConfig = parse_rules(cfg.rules_yaml) if cfg.rules_yaml else CareConfig()
+    config = config.model_copy(update={"episode": config.episode.model_copy(update={
+        "default_timezone": config.episode.default_timezone
+        if "default_timezone" in config.episode.model_fields_set else cfg.default_timezone,
+        "facility_timezones": {**cfg.feed_timezones, **config.episode.facility_timezones},
+    })})
+    file_roster = parse_roster(cfg.roster_yaml) if cfg.roster_yaml else Roster()
+    names = {cfg.topic(t.name): t.name for t in (
+        catalogue.CARE_EVENTS, catalogue.CARE_ASSIGNMENTS, catalogue.CARE_TASK_UPDATES,
+        catalogue.CARE_EPISODE_COMMANDS)}
+    patient_topics = app.topic(*names, schema=_schema(), partitions=partitions,
+                               internal=False)
+    requests_topic = app.topic(cfg.topic(catalogue.CARE_ASSIGNMENT_REQUESTS.name),
+                               schema=_schema(), partitions=partitions, internal=False)
+    commands_name = cfg.topic(catalogue.CARE_EPISODE_COMMANDS.name)
+    episodes = app.Table(EPISODES_TABLE, default=None, schema=_schema(), partitions=partitions)
+    caseloads = app.Table(CASELOADS_TABLE, default=None, schema=_schema(),
+                          partitions=partitions)
+    cache: dict[str, Any] = {"raw": None, "ctx": CareContext(config=config, roster=file_roster)}
+
+    def context() -> CareContext:
+        raw = cfg.roster_feed.latest() if cfg.roster_feed is not None else None
+        if raw and raw != cache["raw"]:
+            try:
+                roster = Roster.from_json(raw)
+            except Exception as exc:  # a bad pushed roster must not stop care decisions
+                log.error("roster_rejected", exc_type=type(exc).__name__)
+            else:
+                cache["ctx"] = CareContext(config=config, roster=roster)
+                log.info("roster_applied", teams=len(roster.teams),
+                         managers=len(roster.managers))
+            cache["raw"] = raw
+        ctx: CareContext = cache["ctx"]
+        return ctx
+
+    async def publish(emits: list[Emit]) -> None:
+        pending = []
+        for e in emits:
+            pending.append(await app.producer.send(
+                cfg.topic(e.topic), e.key.encode(), e.value_bytes(), None, None, None))
+            if e.topic in _COUNTED:
+                kind = _COUNTED[e.topic]
+                figures.outputs[kind] = figures.outputs.get(kind, 0) + 1
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def tick(partition: int) -> None:
+        now = datetime.now(UTC)
+        ctx = context()
+        open_tasks = overdue = 0
+        for key, raw in list(episodes.items()):
+            state = PatientState.model_validate_json(raw)
+            if state.partition != partition:
+                continue
+            new, emits = tick_patient(state, now=now, ctx=ctx)
+            await publish(emits)
+            if new != state:
+                episodes[key] = new.model_dump_json(exclude_none=True).encode()
+            for ep in new.episodes.values():
+                for t in ep.tasks.values():
+                    if t.status in OPEN_TASK_STATUSES:
+                        open_tasks += 1
+                        overdue += int(t.escalated)
+        figures.open_tasks, figures.overdue_tasks = open_tasks, overdue
+
+    async def on_patient_input(event: EventT) -> None:
+        msg = event.message
+        if event.key == TICK_KEY:
+            await tick(msg.partition)
+            return
+        figures.inputs += 1
+        topic = names.get(msg.topic, msg.topic)
+        inp = decode_patient_input(topic, event.value)
+        key = (event.key or b"").decode()
+        raw = episodes.get(event.key)
+        state = PatientState.model_validate_json(raw) if raw else None
+        new, emits = apply_patient(state, key, inp, now=datetime.now(UTC), ctx=context())
+        new.partition = msg.partition
+        await publish(emits)
+        episodes[event.key] = new.model_dump_json(exclude_none=True).encode()
+
+    async def on_team_request(event: EventT) -> None:
+        figures.inputs += 1
+        req = TeamRequest.model_validate_json(event.value)
+        raw = caseloads.get(event.key)
+        state = TeamState.model_validate_json(raw) if raw else None
+        ctx = context()
+        new, emits = apply_team(state, req, ctx=ctx)
+        await publish(emits)
+        caseloads[event.key] = new.model_dump_json(exclude_none=True).encode()
+        _team_figures(figures, new, ctx.roster)
+
+    async def guarded(event: EventT, stage: str, handler: Callable[[EventT], Awaitable[None]]
+                      ) -> None:
+        # faust acks an event whose agent raised and never processes it again: every
+        # failure becomes a dead letter with its coordinates instead.
+        try:
+            await handler(event)
+        except Exception as exc:
+            figures.failures += 1
+            code = ErrorCode.INVALID_RESOURCE if _is_validation(exc) else ErrorCode.INTERNAL_ERROR
+            log.error("care_input_failed", stage=stage, exc_type=type(exc).__name__,
+                      topic=event.message.topic, partition=event.message.partition,
+                      offset=event.message.offset)
+            try:
+                await dead_letter(event, stage, MappingError(
+                    code, f"{type(exc).__name__} in the {stage} stage"))
+            except Exception as exc2:
+                log.error("dead_letter_failed", exc_type=type(exc2).__name__,
+                          topic=event.message.topic, partition=event.message.partition,
+                          offset=event.message.offset)
+
+    @app.agent(patient_topics, name=EPISODES_AGENT)
+    async def episodes_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await guarded(event, "episodes", on_patient_input)
+
+    @app.agent(requests_topic, name=CASELOADS_AGENT)
+    async def caseloads_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await guarded(event, "caseloads", on_team_request)
+
+    @app.timer(interval=cfg.tick_interval_s)
+    async def care_timer() -> None:
+        active = {tp.partition for tp in app.assignor.assigned_actives()
+                  if tp.topic == commands_name}
+        at = orjson.dumps({"op": "tick", "at": datetime.now(UTC).isoformat()})
+        for partition in sorted(active):
+            await app.producer.send(commands_name, TICK_KEY, at, partition, None, None)
+
+    return figures
+
+
+_COUNTED = {catalogue.CARE_FLAGS.name: "flag", catalogue.CARE_ASSIGNMENTS.name: "assignment",
+            catalogue.CARE_TASKS.name: "task", catalogue.CARE_ESCALATIONS.name: "escalation",
+            catalogue.CARE_NOTIFICATIONS.name: "notification"}
+
+
+def _is_validation(exc: Exception) -> bool:
+    return type(exc).__name__ in ("ValidationError", "JSONDecodeError", "UnicodeDecodeError")
+
+
+def _team_figures(figures: CareFigures, state: TeamState, roster: Roster) -> None:
+    for m in roster.members(state.team_id):
+        figures.caseload_points[(state.team_id, m.id)] = state.load(m.id)
+        figures.caseload_caps[(state.team_id, m.id)] = m.cap_points
+    figures.unassigned_points[state.team_id] = sum(
+        e.points for e in state.episodes.values() if e.manager_id is None)
