@@ -70,11 +70,13 @@ def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
         })
 
     lag = dict(lag if lag is not None else metrics.consumer_lag)
-    lag_rows = [{"topic": t.removeprefix(prefix), "partition": p, "lag": n}
-                for (t, p), n in sorted(lag.items())]
+    lag_rows: list[dict[str, Any]] = [
+        {"topic": t.removeprefix(prefix), "partition": p, "lag": n}
+        for (t, p), n in sorted(lag.items())]
     lag_by_topic: dict[str, int] = {}
-    for row in lag_rows:
-        lag_by_topic[row["topic"]] = lag_by_topic.get(row["topic"], 0) + row["lag"]
+    for (t, _p), n in lag.items():
+        name = t.removeprefix(prefix)
+        lag_by_topic[name] = lag_by_topic.get(name, 0) + n
 
     stages = []
     ingest_total = sum(metrics.received.values())

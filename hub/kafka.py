@@ -559,6 +559,10 @@ async def end_offsets(settings: Settings, topics: Iterable[str], *, timeout: flo
         await _quiet_stop(consumer)
 
 
+_NO_ADMIN_OFFSETS: set[str] = set()
+"""Bootstrap strings whose brokers refused the admin OffsetFetch (the embedded one)."""
+
+
 async def group_lag(settings: Settings, group: str, topics: Iterable[str], *,
                     timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """Consumer lag of ``group``: end offset minus committed offset, per partition.
@@ -568,15 +572,25 @@ async def group_lag(settings: Settings, group: str, topics: Iterable[str], *,
     any other partition the group has committed on. The same definition as Kafka's
     ``kafka-consumer-groups --describe``: records not yet committed, not "not yet read".
     """
-    admin = await _start_admin(settings, timeout)
-    try:
-        committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group), timeout)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise KafkaUnavailableError(f"reading offsets of group {group} failed: {exc!r}") from exc
-    finally:
-        await _quiet_stop(admin)
-    done = {(tp.topic, tp.partition): int(meta.offset) for tp, meta in committed.items()}
-    wanted = {full_topic(settings, t) for t in topics} | {t for t, _ in done}
+    names = [full_topic(settings, t) for t in topics]
+    done: dict[tuple[str, int], int] | None = None
+    bootstrap = settings.kafka_bootstrap or ""
+    if bootstrap not in _NO_ADMIN_OFFSETS:
+        admin = await _start_admin(settings, timeout)
+        try:
+            committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group),
+                                               timeout)
+            done = {(tp.topic, tp.partition): int(m.offset) for tp, m in committed.items()}
+        except (KafkaError, OSError, TimeoutError):
+            # The embedded broker drops the admin OffsetFetch (all partitions) request;
+            # remember, so every scrape does not log aiokafka's error again.
+            _NO_ADMIN_OFFSETS.add(bootstrap)
+        finally:
+            await _quiet_stop(admin)
+    if done is None:
+        # Partition by partition, as a consumer of the group would (without joining).
+        done = await _committed(settings, group, names, timeout)
+    wanted = set(names) | {t for t, _ in done}
     offsets = await end_offsets(settings, sorted(wanted), timeout=timeout)
     lag: dict[tuple[str, int], int] = {}
     for tp, (begin, end) in offsets.items():
@@ -622,6 +636,29 @@ async def fetch_record(settings: Settings, topic: str, partition: int, offset: i
         return None
     except (KafkaError, OSError, TimeoutError) as exc:
         raise KafkaUnavailableError(f"fetching {name}/{partition}/{offset} failed: {exc!r}"
+                                    ) from exc
+    finally:
+        await _quiet_stop(consumer)
+
+
+async def _committed(settings: Settings, group: str, topics: list[str], timeout: float
+                     ) -> dict[tuple[str, int], int]:
+    # group_id set but never subscribed: committed() asks the coordinator, no join.
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings), client_id=f"{settings.app_id}-lag", group_id=group,
+        enable_auto_commit=False, request_timeout_ms=max(5000, int(timeout * 1000) + 1000))
+    out: dict[tuple[str, int], int] = {}
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+        for name in topics:
+            for p in sorted(await _partitions(settings, name, timeout)):
+                at = await asyncio.wait_for(consumer.committed(TopicPartition(name, p)),
+                                            timeout)
+                if at is not None:
+                    out[(name, p)] = int(at)
+        return out
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise KafkaUnavailableError(f"reading offsets of group {group} failed: {exc!r}"
                                     ) from exc
     finally:
         await _quiet_stop(consumer)

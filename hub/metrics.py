@@ -259,12 +259,13 @@ class _BoundedLabels:
                  ) -> None:
         self.limit = limit
         self.pattern = pattern
-        self.known: set[str] = set(always)
+        self.always = frozenset(always)
+        self.known: set[str] = set()
 
     def __call__(self, value: str | None) -> str:
         if not value:
             return UNKNOWN
-        if value in self.known:
+        if value in self.always or value in self.known:
             return value
         if not self.pattern.match(value) or len(self.known) >= self.limit:
             return OTHER
@@ -433,13 +434,12 @@ class _HubCollector(Collector):
             _add(fam["hub_frames_rejected_total"], (transport, code), n)
         for transport, n in m.write_failures.items():
             _add(fam["hub_durable_write_failures_total"], (transport,), n)
-        for status in m.feeds():
-            if status.age_s is not None:
-                _add(fam["hub_feed_last_message_age_seconds"], (status.feed,), status.age_s)
-            if status.threshold_s is not None:
-                _add(fam["hub_feed_silence_threshold_seconds"], (status.feed,),
-                     status.threshold_s)
-                _add(fam["hub_feed_silent"], (status.feed,), 1.0 if status.silent else 0.0)
+        for fs in m.feeds():
+            if fs.age_s is not None:
+                _add(fam["hub_feed_last_message_age_seconds"], (fs.feed,), fs.age_s)
+            if fs.threshold_s is not None:
+                _add(fam["hub_feed_silence_threshold_seconds"], (fs.feed,), fs.threshold_s)
+                _add(fam["hub_feed_silent"], (fs.feed,), 1.0 if fs.silent else 0.0)
         if m.ready is not None:
             _add(fam["hub_ready"], (), 1.0 if m.ready else 0.0)
         for (topic, partition), lag in sorted(m.consumer_lag.items()):

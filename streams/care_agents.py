@@ -181,7 +181,7 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         ctx = context()
         new, emits = apply_team(state, req, ctx=ctx)
         await publish(emits)
-        caseloads[event.key] = new.model_dump_json(exclude_none=True).encode()
+        caseloads[event.key] = new.model_dump_json().encode()
         _team_figures(figures, new, ctx.roster)
 
     async def guarded(event: EventT, stage: str, handler: Callable[[EventT], Awaitable[None]]

@@ -1,0 +1,194 @@
+"""PHI canary (REFERENCE.md section 5): a synthetic patient with unique tokens, driven
+through every success and failure path we can reach on a real `hub run` process, and
+then searched for in everything ops can see: the rendered JSON log (the process's real
+stderr, not structlog's capture_logs(), which bypasses the redacting processors), the
+/metrics text, /dashboard/data.json, /health/ready, the hub.dlq records and every ACK
+and HTTP answer.
+
+Deliberately excluded: hub.dlq-payloads (the restricted topic whose job is to keep the
+original bytes), the raw topics ehr.hl7v2/ehr.fhir and care.* outputs (PHI by design,
+for the downstream systems). The test checks the canary really reached those, so a
+path that silently dropped the patient cannot pass for a clean one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from hub.kafka import DurableProducer, read_topic
+from hub.mllp_client import MllpClient
+from mappers.mllp import encode_frame
+
+from .hubproc import HubProcess, hub_process, wait_ready
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+FAMILY, GIVEN, MRN = "Zqxcanaryfam", "Zqxcanarygiv", "CANARY99173"
+DOB_HL7, DOB_ISO = "19310203", "1931-02-03"
+PHONE, STREET = "555-013-9471", "77 Canarystreet"
+TOKENS = (FAMILY, GIVEN, MRN, DOB_HL7, DOB_ISO, PHONE, "5550139471", "013-9471",
+          "Canarystreet")
+_TOKEN_RE = re.compile("|".join(re.escape(t) for t in TOKENS), re.IGNORECASE)
+
+
+def leaks(text: str | bytes) -> list[str]:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return sorted({m.group(0) for m in _TOKEN_RE.finditer(text)})
+
+
+def adt(control: str, *, pid3: str = f"{MRN}^^^GENHOSP^MR", msg: str = "ADT^A01^ADT_A01",
+        trigger: str = "A01") -> bytes:
+    return (
+        f"MSH|^~\\&|EPIC|GENHOSP|HUB|CM|20260301120000-0500||{msg}|{control}|P|2.5.1\r"
+        f"EVN|{trigger}|20260301120000-0500\r"
+        f"PID|1||{pid3}||{FAMILY}^{GIVEN}||{DOB_HL7}|F|||{STREET}^^Springfield^IL^62701||"
+        f"{PHONE}\r"
+        f"PV1|1|I|4W^401^A^GENHOSP||||1234^WELBY^MARCUS|||MED||||||||||V{control}\r"
+    ).encode()
+
+
+PATIENT: dict[str, Any] = {
+    "resourceType": "Patient", "id": "cp1",
+    "identifier": [{"type": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+        "system": "urn:oid:2.16.840.1.113883.19.5", "value": MRN}],
+    "name": [{"family": FAMILY, "given": [GIVEN]}], "gender": "female",
+    "birthDate": DOB_ISO, "telecom": [{"system": "phone", "value": PHONE}],
+    "address": [{"line": [STREET], "city": "Springfield", "state": "IL",
+                 "postalCode": "62701"}],
+}
+BUNDLE: dict[str, Any] = {
+    "resourceType": "Bundle", "id": "canary-bundle-1", "type": "transaction", "entry": [
+        {"fullUrl": "http://ehr.example/fhir/Encounter/ce1", "resource": {
+            "resourceType": "Encounter", "id": "ce1", "status": "in-progress",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                      "code": "IMP"},
+            "subject": {"reference": "urn:uuid:22222222-2222-2222-2222-222222222222"},
+            "period": {"start": "2026-03-10T08:00:00-04:00"}}},
+        {"fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222", "resource": PATIENT},
+    ]}
+HL7 = {"Content-Type": "x-application/hl7-v2+er7"}
+FHIR = {"Content-Type": "application/fhir+json"}
+
+
+async def _wait_for(hub: HubProcess, topic: str, n: int, timeout: float = 60) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    records: list[Any] = []
+    while time.monotonic() < deadline:
+        records = await read_topic(hub.settings, hub.settings.topic(topic), timeout=5,
+                                   min_records=n)
+        if len(records) >= n:
+            return records
+        await asyncio.sleep(0.5)
+    return records
+
+
+async def _drive(hub: HubProcess, answers: list[bytes]) -> None:
+    """Every path: MLLP AA/AE/AR/duplicate/garbage, HTTP hl7v2, FHIR 202/422/400, a
+    direct producer's bad record (normalize dead letter) and resend (dedup)."""
+    async with MllpClient("127.0.0.1", hub.settings.mllp_port, timeout=30) as client:
+        answers.append(await client.send(adt("CAN1")))                       # AA
+        answers.append(await client.send(adt("CAN2", pid3="")))              # AE
+        answers.append(await client.send(adt("CAN3", msg="ORU^R01^ORU_R01")))  # AR
+        answers.append(await client.send(adt("CAN1")))                       # duplicate
+        answers.append(await client.send(adt("CAN4", trigger="A03",
+                                              msg="ADT^A03^ADT_A03")))       # AA, discharge
+    # Garbage between frames that carries the canary: dead-lettered, no ACK.
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.settings.mllp_port)
+    writer.write(f"{FAMILY} {MRN} {STREET}\r".encode() + encode_frame(adt("CAN5")))
+    await writer.drain()
+    answers.append(await asyncio.wait_for(reader.readuntil(b"\x1c\r"), 30))
+    writer.close()
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{hub.http}/hl7v2", data=adt("CAN6"), headers=HL7) as r:
+            assert r.status == 200
+            answers.append(await r.read())
+        async with http.post(f"{hub.http}/hl7v2", data=adt("CAN7", pid3=""), headers=HL7) as r:
+            assert r.status == 400
+            answers.append(await r.read())
+        async with http.post(f"{hub.http}/fhir", data=json.dumps(BUNDLE), headers=FHIR) as r:
+            assert r.status == 202, await r.text()
+            answers.append(await r.read())
+        bad = {**PATIENT, "resourceType": "Observation"}
+        async with http.post(f"{hub.http}/fhir", data=json.dumps(bad), headers=FHIR) as r:
+            assert r.status == 422, await r.text()
+            answers.append(await r.read())
+        async with http.post(f"{hub.http}/fhir/Encounter", data=json.dumps(PATIENT),
+                             headers=FHIR) as r:
+            assert r.status == 422
+            answers.append(await r.read())
+        async with http.post(f"{hub.http}/fhir", data=f'{{"name": "{FAMILY}", "dob": "{DOB_ISO}"'
+                             .encode(), headers=FHIR) as r:
+            assert r.status == 400
+            answers.append(await r.read())
+
+    producer = DurableProducer(hub.settings)
+    await producer.start()
+    try:
+        topic = hub.settings.topic("ehr.hl7v2")
+        good = adt("CAN8")
+        for value in (good, good, adt("CAN9", pid3="")):  # resend -> dedup; bad -> DLQ
+            await producer.send(topic, value, key=MRN.encode(), headers=None, timeout=30)
+    finally:
+        await producer.stop()
+
+
+async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
+                                                    kafka_idempotent: bool,
+                                                    tmp_path: Path) -> None:
+    env = {"HUB_LOG_LEVEL": "DEBUG",
+           "HUB_FEED_SILENCE": '{"GENHOSP": {"default_s": 900}}'}
+    with hub_process(kafka_bootstrap, idempotent=kafka_idempotent, env=env,
+                     tmp=tmp_path) as hub:
+        await wait_ready(hub, hub.http)
+        answers: list[bytes] = []
+        await _drive(hub, answers)
+
+        # Positive controls: the canary did flow (else a clean result would mean nothing).
+        events = await _wait_for(hub, "care.events", 5)
+        assert any(MRN.encode() in (r.value or b"") for r in events)
+        letters = await _wait_for(hub, "hub.dlq", 7)
+        stages = {orjson.loads(r.value or b"{}")["stage"] for r in letters}
+        assert {"ingest", "normalize"} <= stages, stages
+        payloads = await read_topic(hub.settings, hub.settings.topic("hub.dlq-payloads"),
+                                    timeout=10, min_records=len(letters))
+        assert any(FAMILY.encode() in (r.value or b"") for r in payloads)
+
+        async with aiohttp.ClientSession() as http:
+            # Wait until normalize has counted the duplicate (the last record written).
+            deadline = time.monotonic() + 60
+            metrics = ""
+            while time.monotonic() < deadline:
+                async with http.get(f"{hub.http}/metrics") as r:
+                    metrics = await r.text()
+                if 'hub_duplicates_total{stage="normalize"} 1.0' in metrics:
+                    break
+                await asyncio.sleep(0.5)
+            assert 'hub_duplicates_total{stage="normalize"} 1.0' in metrics
+            async with http.get(f"{hub.http}/dashboard/data.json") as r:
+                dashboard = await r.text()
+            async with http.get(f"{hub.http}/health/ready") as r:
+                ready = await r.text()
+
+    log = hub.log_text()
+    assert '"event": "ack_sent"' in log and '"event": "frame_rejected"' in log
+    assert '"event": "record_dead_lettered"' in log and '"event": "duplicate_dropped"' in log
+    for name, text in [("log", log), ("metrics", metrics), ("dashboard", dashboard),
+                       ("ready", ready)]:
+        assert not leaks(text), f"PHI canary in the {name}: {leaks(text)}"
+    for i, answer in enumerate(answers):
+        assert not leaks(answer), f"PHI canary in answer {i}: {answer!r}"
+    for rec in letters:
+        assert not leaks(rec.value or b"") and not leaks(rec.key or b""), rec.value
+        assert not any(leaks(v) for v in rec.headers.values())
