@@ -141,6 +141,18 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return int(apache.main(args.rest) or 0)
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from hub.commands.dlq_cmd import run_dlq
+
+    return run_dlq(args, _settings())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from hub.commands.status_cmd import run_status
+
+    return run_status(args, _settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Care transitions integration hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kafka", help="local Apache Kafka for tests: fetch|start|stop|status")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_kafka)
+
+    from hub.commands import dlq_cmd, status_cmd
+
+    dlq_cmd.add_parser(sub)
+    sub.choices["dlq"].set_defaults(func=cmd_dlq)
+    status_cmd.add_parser(sub)
+    sub.choices["status"].set_defaults(func=cmd_status)
     return parser
 
 

@@ -15,7 +15,15 @@ from hub.feed import FeedConfig, bad_messages, generate
 from hub.logging import get_logger
 from hub.mllp_client import MllpClient
 from hub.settings import Settings
-from schemas.topics import CARE_EVENTS, HUB_DLQ
+from schemas.topics import (
+    CARE_ASSIGNMENTS,
+    CARE_ESCALATIONS,
+    CARE_EVENTS,
+    CARE_FLAGS,
+    CARE_NOTIFICATIONS,
+    CARE_TASKS,
+    HUB_DLQ,
+)
 
 log = get_logger("hub.demo")
 
@@ -70,6 +78,17 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
     table.add_row("dead letters on hub.dlq", str(len(dlq)))
     for code, n in sorted(codes.items()):
         table.add_row(f"  {code}", str(n))
+    for topic in (CARE_FLAGS, CARE_ASSIGNMENTS, CARE_TASKS, CARE_ESCALATIONS,
+                  CARE_NOTIFICATIONS):
+        records = await read_topic(settings, settings.topic(topic.name), timeout=3)
+        values = [orjson.loads(r.value or b"{}") for r in records]
+        table.add_row(f"{topic.name}", str(len(values)))
+        detail: Counter[str] = Counter(
+            str(v.get("risk_level") or v.get("reason") or v.get("kind") or v.get("event_code"))
+            + (f" ({v['status']})" if v.get("status") in ("unassigned", "withdrawn") else "")
+            for v in values)
+        for what, n in sorted(detail.items()):
+            table.add_row(f"  {what}", str(n))
     table.add_row("seconds to ACK everything", f"{ack_s:.2f}")
     table.add_row("seconds until every event was out", f"{latency:.2f}")
     console.print(table)

@@ -715,7 +715,7 @@ def apply_team(state: TeamState | None, req: TeamRequest, *, ctx: CareContext
                ) -> tuple[TeamState, list[Emit]]:
     """Apply one request to one team's caseload. Time is the request's own."""
     out: list[Emit] = []
-    base = state.model_copy(deep=True) if state is not None else None
+    base = state  # assign/release/update_points never mutate their argument
     if req.op == "release":
         if base is None:
             return TeamState(team_id=req.team), out

@@ -188,3 +188,26 @@ def test_task_updates_close_tasks_and_release_caseload(ctx: CareContext) -> None
             task_id=t["task_id"], patient_key=key, status="completed", at=at))), "assignment")
     assert [(a["status"], a["reason"]) for a in released] == [("released", "episode_closed")]
     assert run.teams["medsurg"].load("cm-ana") == 0
+
+
+def test_shipped_rules_file_is_the_documented_defaults() -> None:
+    from streams.care.config import CareConfig, parse_rules
+
+    text = (HERE.parents[3] / "hub" / "samples" / "rules.yaml").read_text()
+    assert parse_rules(text) == CareConfig()
+
+
+def test_hub_decide_reproduces_a_journey(capsys: pytest.CaptureFixture[str]) -> None:
+    import orjson
+
+    from hub.cli import main
+
+    args = ["decide", "--roster", str(HERE / "roster.yaml"), "--tz", "America/New_York",
+            str(HERE / "j1_hf_admission.hl7"), str(HERE / "j1_readmission.hl7")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    kinds = {orjson.loads(line)["type"] for line in first.splitlines()}
+    assert kinds == {"flag", "assignment", "task", "escalation", "notification"}
+    assert main(["decide", "--roster", "/nonexistent.yaml", str(HERE / "j4_off_shift.hl7")]) == 2

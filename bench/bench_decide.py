@@ -1,0 +1,45 @@
+"""Pure care-decision step throughput (no Kafka, no FHIR rendering unless --fhir).
+
+``python bench/bench_decide.py [--patients N] [--fhir]``: maps the synthetic feed once,
+then times the in-memory topology (streams.care.offline: episodes + caseloads stages,
+the same functions the agents run) over the canonical events, on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.commands.decide_cmd import load_roster, load_rules
+from hub.feed import FeedConfig, generate
+from mappers.hl7v2 import map_hl7v2
+from streams.care.engine import CareContext
+from streams.care.offline import OfflineRun
+
+SAMPLES = Path(__file__).resolve().parents[1] / "hub" / "samples"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--fhir", action="store_true", help="also render FHIR resources")
+    args = parser.parse_args()
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    events = [e for m in generate(FeedConfig(patients=args.patients, bad_messages=False))
+              for e in map_hl7v2(m, received_at=at, default_tz="America/New_York")]
+    ctx = CareContext(config=load_rules(None, default_tz="America/New_York"),
+                      roster=load_roster(SAMPLES / "roster.yaml"), render_fhir=args.fhir)
+    run = OfflineRun(ctx)
+    start = time.process_time()
+    for ev in events:
+        run.event(ev, tick=False)
+    cpu = time.process_time() - start
+    print(f"decide (pure step, 1 core, FHIR {'on' if args.fhir else 'off'}): "
+          f"{len(events)} events -> {len(run.outputs)} outputs in {cpu:.2f} CPU s = "
+          f"{len(events) / cpu:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
