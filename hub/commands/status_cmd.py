@@ -85,21 +85,25 @@ def render(samples: Samples, console: Console, *, sources: dict[str, bool],
     console.print(src)
 
     feeds = Table(title="Feeds")
-    for col in ("feed", "received", "last message (s ago)", "allowed quiet (s)", "state"):
-        feeds.add_column(col)
+    feeds.add_column("feed")
+    for col in ("received", "last message (s ago)", "allowed quiet (s)"):
+        feeds.add_column(col, justify="right")
+    feeds.add_column("state")
     received = _by(samples, "hub_messages_received_total", "feed")
     ages = _by(samples, "hub_feed_last_message_age_seconds", "feed")
     limits = _by(samples, "hub_feed_silence_threshold_seconds", "feed")
     silent = _by(samples, "hub_feed_silent", "feed")
     for feed in sorted(set(received) | set(ages) | set(limits)):
         state = "—" if feed not in silent else ("SILENT" if silent[feed] else "flowing")
-        feeds.add_row(feed, _n(received.get(feed, 0)), _n(ages.get(feed)),
+        age = ages.get(feed)
+        feeds.add_row(feed, _n(received.get(feed, 0)), _n(None if age is None else round(age)),
                       _n(limits.get(feed)), state)
     console.print(feeds)
 
     stages = Table(title="Stages")
-    for col in ("stage", "processed", "dead letters", "mapping failures", "duplicates"):
-        stages.add_column(col)
+    stages.add_column("stage")
+    for col in ("processed", "dead letters", "mapping failures", "duplicates"):
+        stages.add_column(col, justify="right")
     processed = _by(samples, "hub_stage_processed_total", "stage")
     ingest_total = _sum(samples, "hub_messages_received_total")
     if ingest_total is not None:
@@ -133,8 +137,10 @@ def render(samples: Samples, console: Console, *, sources: dict[str, bool],
     console.print(work)
 
     caseloads = Table(title="Caseloads against caps")
-    for col in ("team", "manager", "points", "cap"):
+    for col in ("team", "manager"):
         caseloads.add_column(col)
+    for col in ("points", "cap"):
+        caseloads.add_column(col, justify="right")
     caps = {(lb.get("team"), lb.get("manager")): v
             for lb, v in samples.get("hub_caseload_cap_points", [])}
     rows = sorted(samples.get("hub_caseload_points", []),
@@ -165,12 +171,12 @@ def render(samples: Samples, console: Console, *, sources: dict[str, bool],
     console.print(lag_table)
 
     if topics is not None:
-        t = Table(title="Topics (records retained)")
-        t.add_column("topic")
-        t.add_column("records", justify="right")
+        sizes = Table(title="Topics (records retained)")
+        sizes.add_column("topic")
+        sizes.add_column("records", justify="right")
         for name, n in sorted(topics.items()):
-            t.add_row(name, str(n))
-        console.print(t)
+            sizes.add_row(name, str(n))
+        console.print(sizes)
 
 
 async def _broker_figures(settings: Settings) -> tuple[dict[tuple[str, int], int],
@@ -179,8 +185,8 @@ async def _broker_figures(settings: Settings) -> tuple[dict[tuple[str, int], int
                           timeout=10)
     offsets = await end_offsets(settings, [t.name for t in CATALOGUE], timeout=10)
     counts: dict[str, int] = {}
-    for (topic, _), (begin, end) in offsets.items():
-        name = topic.removeprefix(settings.topic_prefix)
+    for (full, _), (begin, end) in offsets.items():
+        name = full.removeprefix(settings.topic_prefix)
         counts[name] = counts.get(name, 0) + end - begin
     return lag, counts
 
