@@ -42,8 +42,38 @@ def watch_worker(ops: Ops, settings: Settings, app: Any, counters: Any) -> None:
     ops.metrics.add_provider(CountersFigures(counters))
     care = getattr(counters, "care", None)
     if care is not None and callable(getattr(care, "figures", None)):
-        ops.metrics.add_provider(care)
+        ops.metrics.add_provider(CareFiguresAdapter(care))
     ops.lag = LagProbe(settings, [EHR_HL7V2.name, EHR_FHIR.name])
+
+
+class CareFiguresAdapter:
+    """Reads ``streams.care_agents.CareFigures`` into the documented provider shape.
+
+    Its current ``figures()`` keys caseloads as ``{"team|manager": points}`` dicts and
+    counts inputs as ``care_inputs``; documented keys pass through unchanged, so this
+    becomes a no-op once the care stages return the documented shape directly.
+    """
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+
+    def figures(self) -> dict[str, Any]:
+        raw = dict(self.provider.figures())
+        points = raw.pop("caseload_points", None)
+        caps = raw.pop("caseload_cap_points", None) or {}
+        if points is not None and "caseloads" not in raw:
+            rows = []
+            for key in sorted(set(points) | set(caps)):
+                team, _, manager = str(key).partition("|")
+                rows.append({"team": team, "manager": manager,
+                             "points": points.get(key, 0), "cap_points": caps.get(key)})
+            raw["caseloads"] = rows
+        inputs = raw.pop("care_inputs", None)
+        if inputs is not None and "stages" not in raw:
+            raw["stages"] = {"care": {"processed": inputs}}
+        raw.pop("care_failures", None)  # dead-lettered: counted with the dead letters
+        raw.pop("unassigned_points", None)
+        return raw
 
 
 class OpsRole(mode.Service):

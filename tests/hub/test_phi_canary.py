@@ -158,7 +158,8 @@ async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
         # Positive controls: the canary did flow (else a clean result would mean nothing).
         events = await _wait_for(hub, "care.events", 5)
         assert any(MRN.encode() in (r.value or b"") for r in events)
-        letters = await _wait_for(hub, "hub.dlq", 7)
+        # 7 at ingest (AE, AR, garbage, HTTP AE, 2 x FHIR 422, FHIR 400) + 1 normalize.
+        letters = await _wait_for(hub, "hub.dlq", 8)
         stages = {orjson.loads(r.value or b"{}")["stage"] for r in letters}
         assert {"ingest", "normalize"} <= stages, stages
         payloads = await read_topic(hub.settings, hub.settings.topic("hub.dlq-payloads"),
