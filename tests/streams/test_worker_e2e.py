@@ -7,13 +7,10 @@ with a unique topic prefix and consumer group, so tests never see each other's d
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,14 +24,10 @@ from hub.kafka import read_topic
 from hub.mllp_client import MllpClient
 from hub.settings import Settings
 
+from ..hub.hubproc import hub_process as start_hub
+
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _msa(ack: bytes) -> list[str]:
@@ -47,55 +40,31 @@ def _msa(ack: bytes) -> list[str]:
 @contextmanager
 def hub_process(bootstrap: str, *, idempotent: bool, roles: str = "run",
                 extra_env: dict[str, str] | None = None) -> Iterator[Settings]:
-    prefix = f"e2e{uuid.uuid4().hex[:8]}."
-    env = {
-        **os.environ,
-        "HUB_KAFKA_BOOTSTRAP": bootstrap,
-        "HUB_KAFKA_IDEMPOTENCE": "true" if idempotent else "false",
-        "HUB_TOPIC_PREFIX": prefix,
-        "HUB_APP_ID": f"hub-{prefix}",
-        "HUB_PARTITIONS": "3",
-        "HUB_MLLP_PORT": str(_free_port()),
-        "HUB_HTTP_PORT": str(_free_port()),
-        "HUB_ACK_TIMEOUT_S": "15",
-        "HUB_STATE_DIR": f"/tmp/hub-state-{prefix}",
-        "HUB_LOG_LEVEL": "INFO",
-        **(extra_env or {}),
-    }
-    if not idempotent:  # the embedded broker: see hub.runner.broker
-        env.update(HUB_GROUP_SESSION_TIMEOUT_S="6", HUB_GROUP_REBALANCE_TIMEOUT_S="3")
-    settings = Settings(
-        kafka_bootstrap=bootstrap, kafka_idempotence=idempotent, topic_prefix=prefix,
-        partitions=3, mllp_port=int(env["HUB_MLLP_PORT"]), http_port=int(env["HUB_HTTP_PORT"]),
-    )
-    log_path = Path(f"/tmp/hub-e2e-{prefix}log")
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "hub.cli", roles], cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise AssertionError(f"hub exited early:\n{log_path.read_text()[-3000:]}")
-                try:
-                    socket.create_connection(("127.0.0.1", settings.mllp_port), 0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.3)
-            else:
-                raise AssertionError(f"MLLP never listened:\n{log_path.read_text()[-3000:]}")
-            yield settings
-        finally:
-            proc.send_signal(signal.SIGTERM)
+    """tests/hub/hubproc.py's hub, once its MLLP port listens; on the way out, the log of
+    the whole run must hold no PHI from the feed."""
+    with start_hub(bootstrap, idempotent=idempotent, role=roles, env=extra_env) as hub:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if hub.proc.poll() is not None:
+                raise AssertionError(f"hub exited early:\n{hub.log_text()[-3000:]}")
             try:
-                proc.wait(30)
+                socket.create_connection(("127.0.0.1", hub.settings.mllp_port), 0.5).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError(f"MLLP never listened:\n{hub.log_text()[-3000:]}")
+        try:
+            yield hub.settings
+        finally:
+            hub.proc.send_signal(signal.SIGTERM)
+            try:
+                hub.proc.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            settings_log = log_path.read_text(errors="replace")
-            # The log of a whole run is structured JSON with no PHI from the feed.
+                hub.proc.kill()
+            log = hub.log_text()
             for token in ("MAIN ST", "WELBY", "MRN100"):
-                assert token not in settings_log, f"PHI token {token!r} leaked into the log"
+                assert token not in log, f"PHI token {token!r} leaked into the log"
 
 
 async def _wait_for(settings: Settings, topic: str, n: int, timeout: float = 60) -> list:
@@ -254,7 +223,8 @@ async def _care_journeys(settings: Settings) -> None:
         # with the manager as owner ("task.owner"): how often depends on timing, so
         # those are compared by the tasks' final owners below, not by count.
         got = {v["id"] for v in values if v["rule"] != "task.owner"}
-        assert got == ids, f"{topic}: missing {sorted(ids - got)[:3]}, extra {sorted(got - ids)[:3]}"
+        assert got == ids, (f"{topic}: missing {sorted(ids - got)[:3]}, "
+                            f"extra {sorted(got - ids)[:3]}")
         if topic == "care.tasks":
             # Read partition by partition; a merge moves tasks to another key's partition,
             # so the last word on a task is the latest by decision time.
