@@ -24,6 +24,13 @@ from schemas.care import (
     TeamRequest,
 )
 from schemas.records import DeadLetter
+from schemas.referrals import (
+    AgencyReferral,
+    ConsentRecord,
+    DeliveryJob,
+    ReferralOutput,
+    ReferralUpdate,
+)
 
 OUT_DIR = Path(__file__).parent / "jsonschema"
 MODELS: dict[str, type[BaseModel]] = {
@@ -37,6 +44,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "task-update": TaskUpdate,
     "team-request": TeamRequest,
     "patient-command": PatientCommand,
+    "referral": ReferralOutput,
+    "agency-referral": AgencyReferral,
+    "referral-update": ReferralUpdate,
+    "consent": ConsentRecord,
+    "delivery-job": DeliveryJob,
 }
 
 

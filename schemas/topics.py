@@ -132,6 +132,47 @@ CONFIG_ROSTER = TopicSpec(
     description="The roster (teams, managers, shifts, caps): latest value wins.",
 )
 
+# Community referrals. care.referrals, referrals.updates and config.consent are keyed by
+# patient with the partition count of care.events: the referrals agent reads them with
+# care.events, care.flags and care.assignments as one co-partitioned stream.
+CARE_REFERRALS = TopicSpec(
+    name="care.referrals", key=_PATIENT, value="ReferralOutput", partitions=6,
+    retention_ms=90 * DAY_MS,
+    description="Agency referrals (ServiceRequest + Task), republished on each status.",
+)
+REFERRALS_UPDATES = TopicSpec(
+    name="referrals.updates", key=_PATIENT, value="ReferralUpdate", partitions=6,
+    retention_ms=90 * DAY_MS,
+    description="Agency status changes (accepted, rejected, in-progress, completed, ...).",
+)
+REFERRALS_DELIVERIES = TopicSpec(
+    name="referrals.deliveries", key="delivery id", value="DeliveryJob", partitions=6,
+    retention_ms=7 * DAY_MS,
+    description="Internal: webhook deliveries to make (retried with backoff).",
+)
+CONFIG_AGENCIES = TopicSpec(
+    name="config.agencies", key="\"agencies\"", value="Directory", partitions=1,
+    cleanup_policy="compact", retention_ms=None,
+    description="The agency directory (services, areas, delivery): latest value wins.",
+)
+CONFIG_CONSENT = TopicSpec(
+    name="config.consent", key=_PATIENT, value="ConsentRecord", partitions=6,
+    cleanup_policy="compact", retention_ms=None,
+    description="Patient opt-out / opt-in to community referrals: latest value wins.",
+)
+AGENCY_TOPIC_PREFIX = "referrals."
+"""``referrals.<agency id>``: one topic per agency, created when the directory names it."""
+RESERVED_AGENCY_IDS = frozenset({"updates", "deliveries"})
+"""Agency ids that would collide with the fixed ``referrals.*`` topics (the directory
+refuses them)."""
+
+
+def agency_topic(agency_id: str) -> str:
+    """The agency's own topic: its minimum-necessary copies (AgencyReferral), keyed by
+    the agency Task id (never by patient key: the agency must not learn it)."""
+    return f"{AGENCY_TOPIC_PREFIX}{agency_id}"
+
+
 CATALOGUE: tuple[TopicSpec, ...] = (
     EHR_HL7V2,
     EHR_FHIR,
@@ -148,6 +189,11 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     CARE_ASSIGNMENT_REQUESTS,
     CARE_EPISODE_COMMANDS,
     CONFIG_ROSTER,
+    CARE_REFERRALS,
+    REFERRALS_UPDATES,
+    REFERRALS_DELIVERIES,
+    CONFIG_AGENCIES,
+    CONFIG_CONSENT,
 )
 
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in CATALOGUE}
