@@ -8,6 +8,7 @@ source is silent the canonical field stays ``None``.
 from __future__ import annotations
 
 from datetime import date, datetime, time
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from schemas.canonical import (
@@ -40,6 +41,10 @@ from schemas.fhir import Patient as FhirPatient
 from schemas.fhir import Practitioner as FhirPractitioner
 
 from .references import ResourceIndex, parse_reference
+
+AUTHORITY_URN_PREFIX = "urn:care-hub:authority:"
+"""Kept equal to ``mappers.fhir_out.AUTHORITY_URN_PREFIX`` (a test checks it): the
+inbound mappers must not depend on the outbound renderers."""
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 US_SSN = "http://hl7.org/fhir/sid/us-ssn"
@@ -199,9 +204,17 @@ def _is_ssn(ident: FhirIdentifier) -> bool:
 
 def _authority(ident: FhirIdentifier) -> str | None:
     """Who issued the identifier: ``Identifier.system``, else ``assigner.display`` /
-    ``assigner.identifier.value``."""
+    ``assigner.identifier.value``.
+
+    A system the hub itself minted for an HL7 namespace id
+    (``urn:care-hub:authority:<id>``, :func:`mappers.fhir_out.authority_system`) maps back
+    to that id, so a hub FHIR output fed back in names the same patient key.
+    """
     if ident.system:
-        return str(ident.system)
+        system = str(ident.system)
+        if system.startswith(AUTHORITY_URN_PREFIX) and len(system) > len(AUTHORITY_URN_PREFIX):
+            return unquote(system[len(AUTHORITY_URN_PREFIX):])
+        return system
     if ident.assigner is not None:
         if ident.assigner.display:
             return str(ident.assigner.display)

@@ -379,6 +379,7 @@ def test_notification_bundle_reads_back_through_the_inbound_mapper() -> None:
     src = event()
     assert back.kind is EventKind.DISCHARGE
     assert back.patient.mrn == "MRN001"
+    assert back.patient.key == src.patient.key
     assert (back.patient.family_name, back.patient.given_names) == (FAMILY, [GIVEN, "B"])
     assert back.encounter is not None and src.encounter is not None
     assert back.encounter.id == "V100"
@@ -389,6 +390,24 @@ def test_notification_bundle_reads_back_through_the_inbound_mapper() -> None:
     assert back.encounter.location is not None
     assert (back.encounter.location.facility, back.encounter.location.unit) == ("GHH", "3W")
     assert back.encounter.attending is not None and back.encounter.attending.id == "d1"
+
+
+@pytest.mark.parametrize("authority", ["GENHOSP", "St Mary's Hospital", "A|B^C"])
+def test_hub_authority_urn_reads_back_as_the_same_patient_key(authority: str) -> None:
+    """A patient the hub names by an HL7 namespace id keeps its key through a FHIR round
+    trip (urn:care-hub:authority:<id> is the hub's own minting, so it maps back)."""
+    from mappers.fhir import elements
+
+    assert elements.AUTHORITY_URN_PREFIX == fo.AUTHORITY_URN_PREFIX
+    data = {**EVENT_DATA, "patient": {**EVENT_DATA["patient"],
+                                      "key": f"{authority}|MRN001",
+                                      "assigning_authority": authority}}
+    src = CanonicalEvent.model_validate(data)
+    bundle = fo.notification_bundle(notification_output(patient_key=src.patient.key), src)
+    (back,) = map_fhir(json.dumps(bundle).encode(), received_at=datetime(2024, 3, 12, tzinfo=UTC),
+                       default_tz="UTC")
+    assert back.patient.key == src.patient.key
+    assert back.patient.assigning_authority == authority
 
 
 @pytest.mark.parametrize(("cls", "code"), [
