@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -29,12 +30,26 @@ def cmd_run(args: argparse.Namespace, roles: set[str]) -> int:
         overrides["mllp_port"] = args.mllp_port
     if args.http_port is not None:
         overrides["http_port"] = args.http_port
+    staff_token = None
+    if getattr(args, "demo", False):
+        # The demo plays the case manager over the staff API: a random token for this run
+        # only (its hash in the settings), unless one is configured.
+        import hashlib
+        import secrets
+
+        staff_token = secrets.token_urlsafe(24)
+        if os.environ.get("HUB_STAFF_API_TOKEN_SHA256") is None:
+            overrides["staff_api_token_sha256"] = hashlib.sha256(
+                staff_token.encode()).hexdigest()
+        else:
+            staff_token = None
     settings = _settings(**overrides)
     after = None
     if getattr(args, "demo", False):
         from hub.demo import replay_and_summarise
 
-        after = partial(replay_and_summarise, exit_after=args.exit, patients=args.patients)
+        after = partial(replay_and_summarise, exit_after=args.exit, patients=args.patients,
+                        staff_token=staff_token)
     return runner.run(settings, roles=roles, after_start=after)
 
 
@@ -216,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_kafka)
 
-    from hub.commands import dlq_cmd, status_cmd
+    from hub.commands import agencies_cmd, dlq_cmd, status_cmd
+
+    agencies_cmd.add_parser(sub)
+    sub.choices["agencies"].set_defaults(func=lambda a: agencies_cmd.run(a))
 
     dlq_cmd.add_parser(sub)
     sub.choices["dlq"].set_defaults(func=cmd_dlq)

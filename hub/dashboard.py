@@ -17,12 +17,51 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hub.metrics import HubMetrics
-from schemas.topics import EHR_FHIR, EHR_HL7V2
+from schemas.topics import (
+    CARE_ASSIGNMENT_REQUESTS,
+    CARE_ASSIGNMENTS,
+    CARE_EPISODE_COMMANDS,
+    CARE_EVENTS,
+    CARE_TASK_UPDATES,
+    EHR_FHIR,
+    EHR_HL7V2,
+)
 
-# Which raw topics feed which stage, for the stage table's lag column. Stages not
-# listed show the lag of no topic (the per-topic table has everything).
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {"normalize": (EHR_HL7V2.name, EHR_FHIR.name)}
+# Which topics feed which stage (agent), for the stage table's lag column. A stage not
+# listed shows no lag there (the per-topic table has everything).
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "normalize": (EHR_HL7V2.name, EHR_FHIR.name),
+    "episodes": (CARE_EVENTS.name, CARE_ASSIGNMENTS.name, CARE_TASK_UPDATES.name,
+                 CARE_EPISODE_COMMANDS.name),
+    "caseloads": (CARE_ASSIGNMENT_REQUESTS.name,),
+}
+# End-to-end latency series (hub.observe.StreamsSensor) shown on a stage's row: the
+# stage whose outputs end that path.
+STAGE_LATENCY: dict[str, str] = {"normalize": "normalize", "episodes": "care"}
 _WINDOW_S = 60.0
+
+
+def worker_input_topics(app: Any | None = None, prefix: str = "") -> list[str]:
+    """Topics the worker group consumes: its agents' topics (unprefixed), else the
+    known stages' inputs."""
+    names: set[str] = set()
+    agents = getattr(app, "agents", None) or {}
+    for agent in agents.values():
+        for topic in getattr(getattr(agent, "channel", None), "topics", ()) or ():
+            names.add(str(topic).removeprefix(prefix))
+    return sorted(names or {t for ts in STAGE_INPUTS.values() for t in ts})
+
+
+def quantile(hist: Mapping[str, Any] | None, q: float) -> float | None:
+    """The upper bound of the bucket holding the ``q`` quantile (Prometheus'
+    histogram_quantile without interpolation: an honest "at most")."""
+    if not hist or not hist.get("count"):
+        return None
+    want = q * float(hist["count"])
+    for bound, cumulative in hist.get("buckets", ()):
+        if cumulative >= want:
+            return float(bound) if float(bound) != float("inf") else None
+    return None
 
 
 class RateTracker:
@@ -74,10 +113,17 @@ def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
         {"topic": t.removeprefix(prefix), "partition": p, "lag": n}
         for (t, p), n in sorted(lag.items())]
     lag_by_topic: dict[str, int] = {}
+    lag_topics: dict[str, dict[str, Any]] = {}
     for (t, _p), n in lag.items():
         name = t.removeprefix(prefix)
         lag_by_topic[name] = lag_by_topic.get(name, 0) + n
+        row = lag_topics.setdefault(name, {"topic": name, "partitions": 0, "lag": 0,
+                                           "max_lag": 0})
+        row["partitions"] += 1
+        row["lag"] += n
+        row["max_lag"] = max(row["max_lag"], n)
 
+    latency = latency_by_stage(figs.get("end_to_end_latency_s"))
     stages = []
     ingest_total = sum(metrics.received.values())
     if metrics.received or metrics.frames or metrics.acks or metrics.fhir:
@@ -87,18 +133,22 @@ def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
             "lag": None,
             "dead_letters": sum(n for (s, _), n in metrics.dead_letters.items() if s == "ingest"),
             "duplicates": metrics.duplicates.get("ingest", 0),
+            "latency_p50_s": None, "latency_p95_s": None,
         })
     for name, f in sorted((figs.get("stages") or {}).items()):
         processed = int(f.get("processed", 0))
         inputs = STAGE_INPUTS.get(name, ())
         stage_lag = (sum(lag_by_topic.get(t, 0) for t in inputs)
                      if inputs and lag_by_topic else None)
+        hist = latency.get(STAGE_LATENCY.get(name, name))
         stages.append({
             "stage": name, "processed": processed,
             "rate_per_min": _round(rates.rate_per_min(f"stage:{name}", processed)),
             "lag": stage_lag,
             "dead_letters": sum((f.get("dead_letters") or {}).values()),
             "duplicates": int(f.get("duplicates", 0)),
+            "latency_p50_s": quantile(hist, 0.5),
+            "latency_p95_s": quantile(hist, 0.95),
         })
 
     caseloads = None
@@ -116,6 +166,7 @@ def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
         "fhir_responses": dict(sorted(metrics.fhir.items())),
         "stages": stages,
         "lag": lag_rows,
+        "lag_topics": [lag_topics[t] for t in sorted(lag_topics)],
         "outputs": dict(sorted((figs.get("outputs") or {}).items())),
         "caseloads": caseloads,
         "tasks_open": figs.get("tasks_open"),
@@ -123,4 +174,33 @@ def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
         "escalations_unassigned": figs.get("escalations_unassigned"),
         "recent_escalations": (list(figs["recent_escalations"])[:20]
                                if "recent_escalations" in figs else None),
+        "referrals": ({str(k): int(v) for k, v in sorted(figs["referrals"].items())}
+                      if isinstance(figs.get("referrals"), Mapping) else None),
+        "webhooks": _webhooks(figs.get("webhook_deliveries")),
     }
+
+
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed", "exhausted")
+
+
+def _webhooks(raw: Any) -> list[dict[str, Any]] | None:
+    """One row per agency: delivered, retried, failed, exhausted (None: no figures)."""
+    if not isinstance(raw, Mapping):
+        return None
+    rows = []
+    for agency, outcomes in sorted(raw.items()):
+        row: dict[str, Any] = {"agency": str(agency)}
+        for outcome in WEBHOOK_OUTCOMES:
+            row[outcome] = int((outcomes or {}).get(outcome, 0))
+        rows.append(row)
+    return rows
+
+
+def latency_by_stage(raw: Any) -> dict[str, Mapping[str, Any]]:
+    """The provider's ``end_to_end_latency_s``: ``{stage: histogram}``, or one
+    histogram for the whole pipeline (the earlier shape, named ``pipeline``)."""
+    if not isinstance(raw, Mapping) or not raw:
+        return {}
+    if "buckets" in raw:
+        return {"pipeline": raw}
+    return {str(k): v for k, v in raw.items() if isinstance(v, Mapping)}

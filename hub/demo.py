@@ -21,6 +21,7 @@ from schemas.topics import (
     CARE_EVENTS,
     CARE_FLAGS,
     CARE_NOTIFICATIONS,
+    CARE_REFERRALS,
     CARE_TASKS,
     HUB_DLQ,
 )
@@ -36,7 +37,8 @@ def _ack_code(ack: bytes) -> str:
 
 
 async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_after: bool,
-                               patients: int = 20, console: Console | None = None) -> int | None:
+                               patients: int = 20, console: Console | None = None,
+                               staff_token: str | None = None) -> int | None:
     """Send the feed, wait for the events, print a summary. Returns an exit status when
     ``exit_after`` (0 = every good message became an event), else None (keep serving)."""
     from hub.kafka import read_topic
@@ -79,12 +81,13 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
     for code, n in sorted(codes.items()):
         table.add_row(f"  {code}", str(n))
     for topic in (CARE_FLAGS, CARE_ASSIGNMENTS, CARE_TASKS, CARE_ESCALATIONS,
-                  CARE_NOTIFICATIONS):
+                  CARE_NOTIFICATIONS, CARE_REFERRALS):
         records = await read_topic(settings, settings.topic(topic.name), timeout=3)
         values = [orjson.loads(r.value or b"{}") for r in records]
         table.add_row(f"{topic.name}", str(len(values)))
         detail: Counter[str] = Counter(
-            str(v.get("risk_level") or v.get("reason") or v.get("kind") or v.get("event_code"))
+            str(v.get("risk_level") or v.get("reason") or v.get("kind") or v.get("event_code")
+                or (f"{v.get('need')} -> {v.get('agency_id')}" if v.get("need") else None))
             + (f" ({v['status']})" if v.get("status") in ("unassigned", "withdrawn") else "")
             for v in values)
         for what, n in sorted(detail.items()):
@@ -93,6 +96,8 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
     table.add_row("seconds until every event was out", f"{latency:.2f}")
     console.print(table)
     ok = len(events) >= expected and acks.get("AA", 0) == expected
+    loop_ok = await _referral_loop(settings, ingest_role, staff_token, console)
+    ok = ok and loop_ok
     log.info("demo_summarised", sent=len(messages), events=len(events),
              dead_letters=len(dlq), status="ok" if ok else "incomplete")
     if not exit_after:
@@ -100,3 +105,27 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
                       f"{settings.http_host}:{settings.http_port}. Ctrl-C to stop.")
         return None
     return 0 if ok else 1
+
+
+async def _referral_loop(settings: Settings, ingest_role: Any, staff_token: str | None,
+                         console: Console) -> bool:
+    """Play a housing agency over the agency API; True when the loop closed (or when
+    there is nothing to play: no staff token, no HTTP listener, care stages off)."""
+    from hub.commands.decide_cmd import DEFAULT_AGENCIES
+    from hub.demo_referrals import LoopError, render, run_loop
+    from streams.referrals.directory import parse_directory
+
+    port = getattr(ingest_role.ingest, "http_port", None)
+    if staff_token is None or port is None or not settings.care_enabled:
+        return True
+    path = settings.agencies_file or DEFAULT_AGENCIES
+    directory = parse_directory(path.read_text(encoding="utf-8"))
+    try:
+        result = await run_loop(settings, f"http://127.0.0.1:{port}", directory, staff_token)
+    except (LoopError, OSError) as exc:
+        console.print(f"[red]Referral loop did not close: {exc}[/red]")
+        log.warning("demo_referral_loop_failed", error=type(exc).__name__)
+        return False
+    render(result, console)
+    log.info("demo_referral_loop_closed", agency_id=result.agency_id, steps=len(result.steps))
+    return True

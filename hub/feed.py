@@ -70,9 +70,11 @@ def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
         family, given = rnd.choice(FAMILY), rnd.choice(GIVEN)
         birth = f"19{rnd.randint(30, 90)}{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}"
         sex = rnd.choice("MF")
+        # PID-11.9 county: the sample directory's county-wide agencies match by it.
         pid = (f"PID|1||{mrn}^^^{cfg.facility}^MR||{family}^{given}^Q||{birth}|{sex}|||"
-               f"{rnd.randint(10, 999)} MAIN ST^^SPRINGFIELD^MA^0110{rnd.randint(3, 9)}||"
-               f"^PRN^PH^^1^413^555{rnd.randint(1000, 9999)}||{rnd.choice(['en', 'es'])}")
+               f"{rnd.randint(10, 999)} MAIN ST^^SPRINGFIELD^MA^0110{rnd.randint(3, 9)}"
+               f"^^^^HAMPDEN||^PRN^PH^^1^413^555{rnd.randint(1000, 9999)}||"
+               f"{rnd.choice(['en', 'es'])}")
         t = cfg.start + timedelta(hours=rnd.randint(0, 72), minutes=rnd.randint(0, 59))
         visit = f"V{200000 + n}"
         unit = rnd.choice(UNITS)

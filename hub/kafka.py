@@ -32,6 +32,7 @@ __all__ = [
     "HubKafkaError",
     "KafkaUnavailableError",
     "Record",
+    "TopicTail",
     "broker_ready",
     "client_kwargs",
     "end_offsets",
@@ -662,3 +663,91 @@ async def _committed(settings: Settings, group: str, topics: list[str], timeout:
                                     ) from exc
     finally:
         await _quiet_stop(consumer)
+
+
+# ------------------------------------------------------------------------ tailing
+
+
+class TopicTail:
+    """Follow a topic from the beginning, without a consumer group (every process that
+    keeps a view sees every record). ``poll`` returns what arrived since the last call.
+
+    For in-memory views (the agency API's referral view); a topic that does not exist
+    yet is looked for again on every poll. Errors are :class:`KafkaUnavailableError`.
+    """
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings = settings
+        self.topic = full_topic(settings, topic)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._assigned: set[int] = set()
+
+    async def start(self, timeout: float = 30.0) -> None:
+        if self._consumer is not None:
+            return
+        s = self._settings
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(s), client_id=f"{s.app_id}-tail", group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max_record_bytes(s),
+            fetch_max_bytes=max(52428800, max_record_bytes(s)))
+        try:
+            await asyncio.wait_for(consumer.start(), timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await _quiet_stop(consumer)
+            raise KafkaUnavailableError(f"tailing {self.topic} failed: {exc!r}") from exc
+        self._consumer = consumer
+
+    async def _assign(self, timeout: float) -> None:
+        assert self._consumer is not None
+        parts = await _partitions(self._settings, self.topic, timeout)
+        if parts and parts != self._assigned:
+            new = sorted(parts - self._assigned)
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            self._consumer.assign(tps)
+            # assign() forgets positions: new partitions start at the beginning, known
+            # ones where they were.
+            await self._consumer.seek_to_beginning(*[TopicPartition(self.topic, p)
+                                                     for p in new])
+            self._assigned = set(parts)
+
+    async def poll(self, timeout: float = 1.0, max_records: int = 10_000) -> list[Record]:
+        """Records since the last poll (waits up to ``timeout`` when there are none)."""
+        if self._consumer is None:
+            await self.start()
+        assert self._consumer is not None
+        try:
+            if not self._assigned:
+                await self._assign(max(1.0, timeout))
+                if not self._assigned:
+                    await asyncio.sleep(timeout)
+                    return []
+            batch = await self._consumer.getmany(timeout_ms=int(timeout * 1000),
+                                                 max_records=max_records)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnavailableError(f"tailing {self.topic} failed: {exc!r}") from exc
+        out: list[Record] = []
+        for tp_records in batch.values():
+            for m in tp_records:
+                out.append(Record(key=m.key, value=m.value,
+                                  headers={k: bytes(v) for k, v in (m.headers or ())},
+                                  partition=m.partition, offset=m.offset,
+                                  timestamp=m.timestamp, topic=m.topic))
+        return out
+
+    async def caught_up(self) -> bool:
+        """Every partition read up to the end offset it had when asked."""
+        if self._consumer is None or not self._assigned:
+            return False
+        tps = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
+        try:
+            ends = await self._consumer.end_offsets(tps)
+            return all(await _positions_reached(self._consumer, ends))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnavailableError(f"tailing {self.topic} failed: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._assigned = set()
+        if consumer is not None:
+            await _quiet_stop(consumer)

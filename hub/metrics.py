@@ -115,7 +115,9 @@ METRICS: dict[str, MetricSpec] = {
         "gauge", "Records not yet committed by the worker group, per topic and partition.",
         ("topic", "partition")),
     "hub_end_to_end_latency_seconds": MetricSpec(
-        "histogram", "Time from a message received by ingest to its output published.", ()),
+        "histogram", "Time from a message received by ingest to its outputs published, by "
+        "the stage that published them (normalize: canonical events; care: decisions).",
+        ("stage",)),
     "hub_outputs_total": MetricSpec("counter", "Records published, by output type.", ("type",)),
     "hub_tasks_open": MetricSpec("gauge", "Follow-up tasks open.", ()),
     "hub_tasks_overdue": MetricSpec("gauge", "Follow-up tasks past due.", ()),
@@ -126,8 +128,12 @@ METRICS: dict[str, MetricSpec] = {
     "hub_caseload_cap_points": MetricSpec(
         "gauge", "Caseload cap of a case manager.", ("team", "manager")),
     "hub_webhook_deliveries_total": MetricSpec(
-        "counter", "Webhook delivery attempts, by agency and outcome "
-        "(delivered, failed, retried).", ("agency", "outcome")),
+        "counter", "Webhook deliveries, by agency and outcome (delivered; failed: an "
+        "attempt failed; retried: an attempt scheduled again; exhausted: given up).",
+        ("agency", "outcome")),
+    "hub_referrals": MetricSpec(
+        "gauge", "Referrals currently in each status (requested, accepted, ...).",
+        ("status",)),
 }
 
 
@@ -165,17 +171,21 @@ class FiguresProvider(Protocol):
           "outputs": {"<type>": int},     # records published: canonical_event, flag,
                                           # assignment, task, escalation, notification,
                                           # referral, webhook ...
-          "end_to_end_latency_s": {       # received by ingest -> output published
-            "buckets": [[upper_bound_s, cumulative_count], ..., [inf, count]],
-            "sum": float, "count": int,
-          },
+          "end_to_end_latency_s": {       # received by ingest -> outputs published,
+            "<stage>": {                  # by the path's last stage: normalize, care...
+              "buckets": [[upper_bound_s, cumulative_count], ..., [inf, count]],
+              "sum": float, "count": int,
+            },
+          },                              # (one histogram without stages: "pipeline")
           "tasks_open": int,              # gauges: current values
           "tasks_overdue": int,
           "escalations_unassigned": int,  # cumulative
           "caseloads": [                  # one per (team, manager)
             {"team": str, "manager": str, "points": float, "cap_points": float},
           ],
-          "webhook_deliveries": {"<agency>": {"<outcome>": int}},  # delivered/failed/retried
+          "webhook_deliveries": {"<agency>": {"<outcome>": int}},  # cumulative; outcomes
+                                          # delivered, failed, retried, exhausted
+          "referrals": {"<status>": int},  # gauge: referrals now in each status
           "recent_escalations": [         # newest first, at most 20; dashboard only
             {"at": "<ISO-8601>", "team": str, "reason": "<code>",
              "kind": "unassigned" | "overdue_task"},
@@ -197,12 +207,19 @@ class CountersFigures:
     depend on that class's module.
     """
 
-    def __init__(self, counters: Any, stage: str = "normalize") -> None:
+    def __init__(self, counters: Any, stage: str = "normalize", *,
+                 stage_counts: bool = True) -> None:
         self.counters = counters
         self.stage = stage
+        self.stage_counts = stage_counts
+        """False when another provider (``hub.observe.StreamsSensor``) counts records
+        and dead letters per stage: then only duplicates and outputs come from here."""
 
     def figures(self) -> dict[str, Any]:
         c = self.counters
+        if not self.stage_counts:
+            return {"stages": {self.stage: {"duplicates": int(c.duplicates)}},
+                    "outputs": {"canonical_event": int(c.events)}}
         dead = int(getattr(c, "dead_letters", 0))
         by_code = getattr(c, "dead_letters_by_code", None)
         stage: dict[str, Any] = {
@@ -218,15 +235,24 @@ class CountersFigures:
         return {"stages": {self.stage: stage}, "outputs": {"canonical_event": int(c.events)}}
 
 
-_NO_SUM = frozenset({"end_to_end_latency_s"})
+def _merge_histograms(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Two cumulative histograms with the same bounds add up; else the first wins."""
+    ba, bb = list(a.get("buckets", ())), list(b.get("buckets", ()))
+    if [x[0] for x in ba] != [x[0] for x in bb]:
+        return a
+    return {"buckets": [[x[0], x[1] + y[1]] for x, y in zip(ba, bb, strict=True)],
+            "sum": a.get("sum", 0.0) + b.get("sum", 0.0),
+            "count": a.get("count", 0) + b.get("count", 0)}
 
 
 def merge_figures(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Merge providers' figures: numbers add up, dicts merge, lists concatenate."""
+    """Merge providers' figures: numbers add up, dicts merge, lists concatenate,
+    histograms (a dict with ``buckets``) add bucket by bucket."""
 
     def merge(a: Any, b: Any, key: str) -> Any:
-        if key in _NO_SUM:
-            return a
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and "buckets" in a \
+                and "buckets" in b:
+            return _merge_histograms(a, b)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out = dict(a)
             for k, v in b.items():
@@ -478,15 +504,19 @@ class _HubCollector(Collector):
             if row.get("cap_points") is not None:
                 _add(fam["hub_caseload_cap_points"], labels, row["cap_points"])
         for agency, outcomes in (figs.get("webhook_deliveries") or {}).items():
-            for outcome, n in outcomes.items():
+            for outcome, n in (outcomes or {}).items():
                 _add(fam["hub_webhook_deliveries_total"],
                      (safe_label(agency), safe_label(outcome)), n)
-        hist = figs.get("end_to_end_latency_s")
-        if hist:
-            buckets = [(_le(le), float(n)) for le, n in hist.get("buckets", ())]
+        for status, n in (figs.get("referrals") or {}).items():
+            _add(fam["hub_referrals"], (safe_label(status),), n)
+        latency = figs.get("end_to_end_latency_s") or {}
+        if "buckets" in latency:
+            latency = {"pipeline": latency}
+        for stage, hist in sorted(latency.items()):
+            buckets = [(_le(le), float(n)) for le, n in (hist or {}).get("buckets", ())]
             if buckets and buckets[-1][0] == "+Inf":
                 fam["hub_end_to_end_latency_seconds"].add_metric(  # type: ignore[attr-defined]
-                    [], buckets, float(hist.get("sum", 0.0)))
+                    [safe_label(stage)], buckets, float(hist.get("sum", 0.0)))
         yield from fam.values()
 
 

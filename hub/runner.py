@@ -22,7 +22,7 @@ from typing import Any
 
 import mode
 
-from hub.commands.decide_cmd import DEFAULT_ROSTER, DEFAULT_RULES
+from hub.commands.decide_cmd import DEFAULT_AGENCIES, DEFAULT_ROSTER, DEFAULT_RULES
 from hub.logging import configure, get_logger
 from hub.settings import Settings
 from schemas.topics import CATALOGUE
@@ -76,7 +76,11 @@ def streams_config(settings: Settings) -> StreamsConfig:
         care=settings.care_enabled,
         rules_yaml=_read_text(settings.rules_file, DEFAULT_RULES),
         roster_yaml=_read_text(settings.roster_file, DEFAULT_ROSTER),
+        agencies_yaml=_read_text(settings.agencies_file, DEFAULT_AGENCIES),
         tick_interval_s=settings.care_tick_interval_s,
+        webhook_tick_interval_s=settings.webhook_tick_interval_s,
+        webhook_attempt_timeout_s=settings.webhook_timeout_s,
+        webhook_concurrency=settings.webhook_concurrency,
     )
 
 
@@ -142,6 +146,27 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
                 watcher = RosterWatcher(live, loop=loop)
                 services.append(watcher)
                 scfg = dataclasses.replace(scfg, roster_feed=watcher)
+                from hub.agencies import AgencyWatcher, agency_topic_specs
+                from streams.referrals.directory import parse_directory
+
+                try:
+                    directory = parse_directory(scfg.agencies_yaml or "agencies: []")
+                except ValueError as exc:  # DirectoryError
+                    log.error("worker_config_rejected", reason=str(exc))
+                    print(f"hub: {exc}", file=sys.stderr)
+                    return 2
+                # The file's agencies get their referrals.<id> topics before the agent can
+                # publish to them; pushed directories get theirs in the watcher.
+                loop.run_until_complete(ensure_topics(live, agency_topic_specs(directory)))
+                agencies = AgencyWatcher(live, loop=loop)
+                services.append(agencies)
+                scfg = dataclasses.replace(scfg, agencies_feed=agencies)
+            from hub.webhooks import WebhookRole, WebhookSender, delivery_policy
+
+            sender = WebhookSender(live)
+            services.append(WebhookRole(sender, loop=loop))
+            scfg = dataclasses.replace(scfg, webhook_sender=sender,
+                                       webhook_policy=delivery_policy(live))
             try:
                 app, counters = create_app(scfg)
             except ValueError as exc:  # a bad rules or roster file (RulesError, RosterError)
@@ -149,6 +174,10 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
                 print(f"hub: {exc}", file=sys.stderr)
                 return 2
             watch_worker(ops, live, app, counters)
+            if counters.deliveries is not None:  # webhook_deliveries figures
+                ops.metrics.add_provider(counters.deliveries)
+            if counters.referrals is not None:  # referrals figures ({status: count})
+                ops.metrics.add_provider(counters.referrals)
             if "ingest" not in roles:  # else the ingest HTTP server serves ops
                 services.append(OpsRole(ops, live, loop=loop))
         ingest = IngestRole(live, ops, loop=loop) if "ingest" in roles else None

@@ -110,8 +110,34 @@ class Settings(BaseSettings):
     """Roster YAML read at start; a roster pushed to config.roster (``hub roster push``)
     replaces it without a restart. Absent = the sample roster (demo only)."""
     care_tick_interval_s: float = Field(default=60.0, gt=0)
+    agencies_file: Path | None = None
+    """Agency directory YAML read at start (HUB_AGENCIES_FILE); a directory pushed to
+    config.agencies (``hub agencies push``) replaces it without a restart. Absent = the
+    sample directory (hub/samples/agencies.yaml, demo only)."""
 
     worker_web_host: str = "127.0.0.1"
+
+    # Referral webhooks (streams/referrals/delivery.py has the policy, hub/webhooks.py the
+    # sender) and the agency API (hub/agency_api.py).
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """One attempt's bound (connect + TLS + answer): the delivery agent waits this long
+    at most, so a black-holed endpoint cannot stall its partition."""
+    webhook_max_age_s: float = Field(default=86400.0, gt=0)
+    """Retry a delivery for this long after the referral was created, then dead-letter it."""
+    webhook_backoff_base_s: float = Field(default=30.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    webhook_client_error_attempts: int = Field(default=5, ge=1)
+    """Consecutive 3xx/4xx answers (not 408/429/410) before a delivery is given up."""
+    webhook_tick_interval_s: float = Field(default=5.0, gt=0)
+    """How often each partition looks for deliveries due for a retry."""
+    webhook_concurrency: int = Field(default=16, ge=1)
+    """Attempts made at once by one partition's retry pass (the rest wait a tick)."""
+    webhook_allow_insecure_loopback: bool = False
+    """Allow plain http:// webhooks to loopback addresses (tests only; refused in
+    production)."""
+    staff_api_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """Hex SHA-256 of the bearer token for the staff endpoints (``/care/referrals``,
+    ``/consent``); unset = those endpoints answer 401 to everyone."""
 
     # Observability
     feed_silence: dict[str, FeedSilenceRule] = Field(default_factory=dict)
@@ -139,6 +165,9 @@ class Settings(BaseSettings):
             problems.append("HUB_KAFKA_IDEMPOTENCE must stay on")
         if not self.kafka_ssl_verify:
             problems.append("HUB_KAFKA_SSL_VERIFY must stay on")
+        if self.webhook_allow_insecure_loopback:
+            problems.append("HUB_WEBHOOK_ALLOW_INSECURE_LOOPBACK must stay off (webhooks are "
+                            "HTTPS only)")
         if self.store.startswith("memory"):
             problems.append("HUB_STORE must be rocksdb:// (memory tables rebuild slowly)")
         if problems:

@@ -91,14 +91,20 @@ async def health_live(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-class OpsServer:
-    """The worker's web server (``HUB_WORKER_WEB_HOST``:``HUB_WORKER_WEB_PORT``)."""
+class WebServer:
+    """An aiohttp application on a host and port, started and stopped as a listener
+    (the bound port is known after start, so ``port=0`` works in tests).
 
-    def __init__(self, ops: Ops, settings: Settings, *, host: str | None = None,
-                 port: int | None = None) -> None:
-        self.ops = ops
-        self.host = host if host is not None else settings.worker_web_host
-        self._port = port if port is not None else settings.worker_web_port
+    The ingest HTTP server (:class:`hub.ingest.http.HttpServer`) has the same
+    lifecycle; it can become a subclass with ``make_app`` and its shutdown bound.
+    """
+
+    listener = "http"
+
+    def __init__(self, host: str, port: int, *, shutdown_timeout_s: float = 5.0) -> None:
+        self.host = host
+        self._port = port
+        self.shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
         self._bound: int | None = None
 
@@ -106,21 +112,45 @@ class OpsServer:
     def port(self) -> int:
         return self._bound if self._bound is not None else self._port
 
+    def make_app(self) -> web.Application:
+        raise NotImplementedError
+
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/health/live", health_live)
-        add_ops_routes(app, self.ops)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(self.make_app(), access_log=None,
+                               shutdown_timeout=self.shutdown_timeout_s)
         await runner.setup()
-        await web.TCPSite(runner, self.host, self._port).start()
+        try:
+            await web.TCPSite(runner, self.host, self._port).start()
+        except OSError:
+            await runner.cleanup()
+            raise
         self._runner = runner
         addresses: list[Any] = list(runner.addresses)
         self._bound = int(addresses[0][1]) if addresses else self._port
-        log.info("listener_started", transport="http", listener="ops", host=self.host,
-                 port=self.port)
+        log.info("listener_started", transport="http", listener=self.listener,
+                 host=self.host, port=self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
+            # Graceful: stops accepting, waits for in-flight requests (bounded).
             await runner.cleanup()
-            log.info("listener_stopped", transport="http", listener="ops")
+            log.info("listener_stopped", transport="http", listener=self.listener)
+
+
+class OpsServer(WebServer):
+    """The worker's web server (``HUB_WORKER_WEB_HOST``:``HUB_WORKER_WEB_PORT``)."""
+
+    listener = "ops"
+
+    def __init__(self, ops: Ops, settings: Settings, *, host: str | None = None,
+                 port: int | None = None) -> None:
+        super().__init__(host if host is not None else settings.worker_web_host,
+                         port if port is not None else settings.worker_web_port)
+        self.ops = ops
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/health/live", health_live)
+        add_ops_routes(app, self.ops)
+        return app

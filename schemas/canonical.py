@@ -79,6 +79,9 @@ class Address(_Model):
     state: str | None = None
     postal_code: str | None = None
     country: str | None = None
+    county: str | None = None
+    """County or parish (HL7 XAD-9 county/parish code; FHIR Address.district): agencies'
+    service areas are often counties."""
 
 
 class Patient(_Model):

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.canonical import derive_id
 from schemas.errors import MappingError
 
-Stage = Literal["ingest", "normalize", "replay", "episodes", "caseloads"]
+Stage = Literal["ingest", "normalize", "replay", "episodes", "caseloads", "deliveries",
+                "referrals"]
 
 
 class SourceCoordinates(BaseModel):

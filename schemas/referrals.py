@@ -126,6 +126,9 @@ class ReferralOutput(_Model):
     completed_at: AwareDatetime | None = None
     time_to_accept_s: float | None = None
     time_to_complete_s: float | None = None
+    outcome: Literal["no_agency_available"] | None = None
+    """Set on the last agency's record when no further matching agency is left to ask
+    (every candidate declined, or none matched at all)."""
     agency_copy: AgencyReferral
     fhir: dict[str, Any] | None = None
     """The full ServiceRequest + Task (hub view) as a FHIR R4 collection Bundle."""

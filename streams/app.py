@@ -20,7 +20,14 @@ from schemas.canonical import dump_event, patient_ref
 from schemas.errors import ErrorCode, MappingError
 from schemas.records import SourceCoordinates, Stage, build_dead_letter
 from streams.config import StreamsConfig
-from streams.normalize import RawRecord, dedup_key, normalize, received_at
+from streams.normalize import (
+    RawRecord,
+    dedup_key,
+    events_dedup_key,
+    normalize,
+    received_at,
+    replay_key,
+)
 
 log = structlog.stdlib.get_logger("streams.normalize")
 
@@ -38,6 +45,11 @@ class NormalizeCounters:
         self.dead_letters = 0
         self.care: Any = None
         """The care stages' figures (streams.care_agents.CareFigures) when they run."""
+        self.deliveries: Any = None
+        """The webhook delivery figures (streams.delivery_agents.DeliveryFigures)."""
+        self.referrals: Any = None
+        """The referral figures (streams.referral_agents.ReferralFigures): ``figures()``
+        has ``referrals`` = {status: count}."""
 
 
 def _raw_topics(app: faust.App, cfg: StreamsConfig) -> Any:
@@ -113,6 +125,10 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         # Raw bytes both ways: JSON codecs on this per-event write were measurable.
         schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
                             value_serializer="raw"),
+        # The Table's own key_type/value_type pick its changelog and store codecs (the
+        # schema only covers the source stream): without them faust falls back to JSON
+        # and a restarted worker cannot recover the changelog.
+        key_type=bytes, value_type=bytes,
         partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
     )
 
@@ -140,20 +156,36 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
             dead_letter_id=dl_id,
         )
 
+    def _duplicate(keys: list[bytes], msg: Any) -> bool:
+        """Seen at other coordinates (a resend, or a replay already done): drop it.
+        The same coordinates are a redelivery after a crash: process it again."""
+        coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
+        for key in keys:
+            seen_at, seen_coords = _parse_seen(dedup.get(key))
+            if seen_coords is None or seen_coords == coords:
+                continue
+            if key.startswith(b"replay|") or time.time() - seen_at < cfg.dedup_window_s:
+                counters.duplicates += 1
+                log.info("duplicate_dropped", topic=msg.topic, partition=msg.partition,
+                         offset=msg.offset, dedup=key.split(b"|", 1)[0].decode())
+                return True
+        return False
+
     async def process(event: EventT) -> None:
         msg = event.message
         headers = {k: v for k, v in (event.headers or {}).items() if isinstance(v, bytes)}
         record = RawRecord(format=formats.get(msg.topic, "hl7v2"), value=event.value,
                            headers=headers)
         now = datetime.now(UTC)
-        key = dedup_key(record).encode()
         coords = f"{msg.topic}:{msg.partition}:{msg.offset}"
-        seen_at, seen_coords = _parse_seen(dedup.get(key))
-        if seen_coords is not None and seen_coords != coords and \
-                time.time() - seen_at < cfg.dedup_window_s:
-            counters.duplicates += 1
-            log.info("duplicate_dropped", topic=msg.topic, partition=msg.partition,
-                     offset=msg.offset)
+        # Two keys may drop a record: the message's (format + facility + message id,
+        # within the window: a sender's resend) and, for a ``hub dlq replay``, the
+        # dead letter's (no window: one dead letter yields its events once, however
+        # often it is replayed). Neither exists for a message never normalized, so
+        # the first replay of a dead letter always goes through.
+        message_key = dedup_key(record)
+        keys = [k.encode() for k in (message_key, replay_key(record)) if k]
+        if _duplicate(keys, msg):
             return
         try:
             mapped = normalize(record, now=now, default_tz=cfg.default_timezone,
@@ -161,6 +193,13 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         except MappingError as exc:
             await dead_letter(event, record, exc)
             return
+        if message_key is None:
+            # FHIR produced without ingest's header: only its events name the message.
+            late = events_dedup_key(record.format, mapped)
+            if late is not None:
+                if _duplicate([late.encode()], msg):
+                    return
+                keys.append(late.encode())
         for ev in mapped:
             # The producer directly, not Topic.send: faust's FutureMessage bookkeeping
             # per output cost more CPU than the mapping (bench/bench_normalize.py).
@@ -175,8 +214,9 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
         # Mark as seen only after the outputs were handed to the producer; faust
         # flushes the producer before committing the offset, so a crash in between
         # replays this record and the same coordinates let it through again.
-        if seen_coords != coords:
-            dedup[key] = f"{time.time():.3f} {coords}".encode()
+        seen = f"{time.time():.3f} {coords}".encode()
+        for key in keys:
+            dedup[key] = seen
         counters.mapped += 1
         counters.events += len(mapped)
 
@@ -212,4 +252,11 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
             await dead_letter(event, record, error, stage)  # type: ignore[arg-type]
 
         counters.care = add_care_agents(app, cfg, care_dead_letter)
+        from streams.referral_agents import add_referral_agents
+
+        counters.referrals = add_referral_agents(app, cfg, care_dead_letter)
+    if cfg.webhook_sender is not None:
+        from streams.delivery_agents import add_delivery_agents
+
+        counters.deliveries = add_delivery_agents(app, cfg)
     return app, counters

@@ -33,6 +33,7 @@ import structlog
 from faust.types import EventT
 
 from schemas import topics as catalogue
+from schemas.canonical import patient_ref
 from schemas.care import TICK_KEY, TeamRequest
 from schemas.errors import ErrorCode, MappingError
 from streams.care.assignment import TeamState
@@ -60,27 +61,64 @@ DeadLetterFn = Callable[[EventT, str, MappingError], Awaitable[None]]
 
 
 class CareFigures:
-    """In-process figures for the demo summary and metrics (no PHI: counts only)."""
+    """The care stages' figures, in the shape of ``hub.metrics.FiguresProvider``.
+
+    Counts, roster ids and codes only (no PHI). The agents below write the attributes;
+    ``figures()`` is read at every scrape, so it only copies. Per-stage rates, dead
+    letters by code and end-to-end latency are observed by the hub for every agent
+    alike (``hub.observe.StreamsSensor``, a faust sensor), so they are not kept here.
+    """
 
     def __init__(self) -> None:
         self.inputs = 0
         self.outputs: dict[str, int] = {}
         self.failures = 0
-        self.open_tasks = 0
-        self.overdue_tasks = 0
+        self._open_tasks: dict[int, int] = {}
+        self._overdue_tasks: dict[int, int] = {}
         self.caseload_points: dict[tuple[str, str], int] = {}
         self.caseload_caps: dict[tuple[str, str], int] = {}
         self.unassigned_points: dict[str, int] = {}
 
+    # The timer's tick counts one partition's tasks at a time and assigns the result
+    # here, from inside the agent's iteration over that partition's tick event: the
+    # current event tells which partition the count is for, and the figure is the
+    # sum over partitions. Before any tick the gauges are absent ("no data yet"),
+    # not a reassuring 0.
+    @staticmethod
+    def _partition() -> int:
+        event = faust.current_event()
+        return int(event.message.partition) if event is not None else -1
+
+    @property
+    def open_tasks(self) -> int:
+        return sum(self._open_tasks.values())
+
+    @open_tasks.setter
+    def open_tasks(self, value: int) -> None:
+        self._open_tasks[self._partition()] = value
+
+    @property
+    def overdue_tasks(self) -> int:
+        return sum(self._overdue_tasks.values())
+
+    @overdue_tasks.setter
+    def overdue_tasks(self, value: int) -> None:
+        self._overdue_tasks[self._partition()] = value
+
     def figures(self) -> dict[str, Any]:
-        return {
-            "care_inputs": self.inputs, "care_failures": self.failures,
-            "outputs": dict(self.outputs), "tasks_open": self.open_tasks,
-            "tasks_overdue": self.overdue_tasks,
-            "caseload_points": {f"{t}|{m}": v for (t, m), v in self.caseload_points.items()},
-            "caseload_cap_points": {f"{t}|{m}": v for (t, m), v in self.caseload_caps.items()},
-            "unassigned_points": dict(self.unassigned_points),
-        }
+        out: dict[str, Any] = {"outputs": dict(self.outputs)}
+        if self._open_tasks:
+            out["tasks_open"] = self.open_tasks
+        if self._overdue_tasks:
+            out["tasks_overdue"] = self.overdue_tasks
+        if self.caseload_caps or self.caseload_points:
+            keys = sorted(set(self.caseload_points) | set(self.caseload_caps))
+            out["caseloads"] = [
+                {"team": team, "manager": manager,
+                 "points": self.caseload_points.get((team, manager), 0),
+                 "cap_points": self.caseload_caps.get((team, manager))}
+                for team, manager in keys]
+        return out
 
 
 def _schema() -> faust.Schema:
@@ -107,9 +145,13 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
     requests_topic = app.topic(cfg.topic(catalogue.CARE_ASSIGNMENT_REQUESTS.name),
                                schema=_schema(), partitions=partitions, internal=False)
     commands_name = cfg.topic(catalogue.CARE_EPISODE_COMMANDS.name)
-    episodes = app.Table(EPISODES_TABLE, default=None, schema=_schema(), partitions=partitions)
-    caseloads = app.Table(CASELOADS_TABLE, default=None, schema=_schema(),
-                          partitions=partitions)
+    # key_type/value_type pick the changelog and store codecs (schema= only covers the
+    # source stream): without them faust falls back to JSON, and a restarted worker fails
+    # to recover the changelog ("expected a JSON value") and never becomes ready.
+    episodes = app.Table(EPISODES_TABLE, default=None, schema=_schema(), key_type=bytes,
+                         value_type=bytes, partitions=partitions)
+    caseloads = app.Table(CASELOADS_TABLE, default=None, schema=_schema(), key_type=bytes,
+                          value_type=bytes, partitions=partitions)
     cache: dict[str, Any] = {"raw": None, "ctx": CareContext(config=config, roster=file_roster)}
 
     def context() -> CareContext:
@@ -147,6 +189,7 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
             if state.partition != partition:
                 continue
             new, emits = tick_patient(state, now=now, ctx=ctx)
+            _log_merge_wait(state, new, key, partition, None)
             await publish(emits)
             if new != state:
                 episodes[key] = new.model_dump_json(exclude_none=True).encode()
@@ -169,6 +212,7 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         raw = episodes.get(event.key)
         state = PatientState.model_validate_json(raw) if raw else None
         new, emits = apply_patient(state, key, inp, now=datetime.now(UTC), ctx=context())
+        _log_merge_wait(state, new, event.key, msg.partition, msg.offset)
         new.partition = msg.partition
         await publish(emits)
         episodes[event.key] = new.model_dump_json(exclude_none=True).encode()
@@ -228,6 +272,17 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
 _COUNTED = {catalogue.CARE_FLAGS.name: "flag", catalogue.CARE_ASSIGNMENTS.name: "assignment",
             catalogue.CARE_TASKS.name: "task", catalogue.CARE_ESCALATIONS.name: "escalation",
             catalogue.CARE_NOTIFICATIONS.name: "notification"}
+
+
+def _log_merge_wait(old: PatientState | None, new: PatientState, key: bytes | str | None,
+                    partition: int, offset: int | None) -> None:
+    """A surviving key that gave up waiting for a merge's history decided without it:
+    worth a warning (the count is kept in the state, ``merge_waits_expired``)."""
+    before = (old.merge_waits_expired or 0) if old is not None else 0
+    if (new.merge_waits_expired or 0) > before:
+        raw = key.decode() if isinstance(key, bytes) else (key or "")
+        log.warning("merge_wait_expired", patient=patient_ref(raw), partition=partition,
+                    offset=offset, waits_expired=new.merge_waits_expired)
 
 
 def _is_validation(exc: Exception) -> bool:

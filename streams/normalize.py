@@ -37,11 +37,25 @@ def received_at(record: RawRecord, fallback: datetime) -> datetime:
     return fallback.astimezone(UTC)
 
 
-def dedup_key(record: RawRecord) -> str:
-    """Sending facility + control id for HL7 (as ingest computed it), else a content id.
+HEADER_REPLAY_OF = "hub-replay-of"
+"""Set by ``hub dlq replay`` on a re-published raw record: the dead letter's id."""
+
+
+def message_dedup_key(fmt: str, facility: str | None, message_id: str) -> str:
+    """The one dedup rule, shared by ingest (which sets it as a header) and normalize
+    (which computes it for records a third party produced without one): format,
+    sending facility (MSH-4 / the FHIR source's facility) and message id (MSH-10 /
+    the FHIR message or bundle id, else the first event's id)."""
+    return f"{fmt}|{facility or ''}|{message_id}"
+
+
+def dedup_key(record: RawRecord) -> str | None:
+    """The record's dedup key, or None when only its mapped events can tell (FHIR
+    written without ingest's header: see :func:`events_dedup_key`).
 
     Producers that write to the raw topics directly (not through our ingest) get the
-    same key computed here, so the rule is one: facility + MSH-10.
+    same key as ingest would have set (:func:`message_dedup_key`), so a message sent
+    both ways is one message.
     """
     given = record.headers.get(HEADER_DEDUP_KEY)
     if given:
@@ -50,10 +64,28 @@ def dedup_key(record: RawRecord) -> str:
         try:
             header = read_header(record.value)
             if header.control_id:
-                return f"hl7v2|{header.sending_facility or ''}|{header.control_id}"
+                return message_dedup_key("hl7v2", header.sending_facility, header.control_id)
         except MappingError:
             pass
+        return "hl7v2|" + derive_id("hl7v2", record.value.hex())
+    if record.format == "fhir":
+        return None
     return f"{record.format}|" + derive_id(record.format, record.value.hex())
+
+
+def events_dedup_key(fmt: str, events: list[CanonicalEvent]) -> str | None:
+    """Ingest's rule applied to mapped events (facility + message id, else event id)."""
+    if not events:
+        return None
+    first = events[0]
+    return message_dedup_key(fmt, first.source.facility,
+                             first.source.message_id or first.event_id)
+
+
+def replay_key(record: RawRecord) -> str | None:
+    """``replay|<dead letter id>`` for a record ``hub dlq replay`` sent, else None."""
+    given = record.headers.get(HEADER_REPLAY_OF)
+    return f"replay|{given.decode('utf-8', 'replace')}" if given else None
 
 
 def normalize(record: RawRecord, *, now: datetime, default_tz: str,

@@ -1,7 +1,10 @@
 """``hub decide``: run the care rules offline over HL7 v2 / FHIR files, in order.
 
 Prints JSON Lines: one output per line (``type`` flag, assignment, task, escalation,
-notification; ``id``, ``cause_event_id``, ``rule`` and the per-type fields). Time is the
+notification; ``id``, ``cause_event_id``, ``rule`` and the per-type fields). With
+``--agencies FILE`` the referrals stage runs too and prints ``referral`` lines (id,
+agency_id, need, need_codes, status, attempt, cause_event_id, rule; the agency's copy
+only with ``--fhir``). Time is the
 events' own (a timer pass runs at each event's time, and at ``--now`` at the end), so the
 output is reproducible: the same files give the same lines, ids included. Messages that
 cannot be mapped are reported on stderr as ``hub map`` reports them, and make the exit
@@ -23,10 +26,13 @@ from streams.care.config import CareConfig, RulesError, parse_rules
 from streams.care.engine import CareContext
 from streams.care.offline import OfflineRun, summary_line
 from streams.care.roster import Roster, RosterError, parse_roster
+from streams.referrals.directory import Directory, DirectoryError, parse_directory
+from streams.referrals.engine import ReferralContext
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 DEFAULT_ROSTER = SAMPLES / "roster.yaml"
 DEFAULT_RULES = SAMPLES / "rules.yaml"
+DEFAULT_AGENCIES = SAMPLES / "agencies.yaml"
 
 
 class DecideError(Exception):
@@ -60,6 +66,16 @@ def load_roster(path: str | Path | None) -> Roster:
         raise DecideError(f"{source}: {exc}") from exc
 
 
+def load_agencies(path: str | Path) -> Directory:
+    source = Path(path)
+    try:
+        return parse_directory(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DecideError(f"cannot read agency directory {source}: {exc.strerror}") from exc
+    except DirectoryError as exc:
+        raise DecideError(f"{source}: {exc}") from exc
+
+
 def run_decide(paths: list[str], *, rules: str | None, roster: str | None,
                agencies: str | None, now: str | None, tz: str, with_fhir: bool,
                out: TextIO, err: TextIO) -> int:
@@ -69,10 +85,15 @@ def run_decide(paths: list[str], *, rules: str | None, roster: str | None,
     except DecideError as exc:
         print(f"hub decide: {exc}", file=err)
         return 2
+    referrals = None
     if agencies:
-        print("hub decide: --agencies: community referrals are not implemented yet; "
-              "no referral outputs are printed", file=err)
-    run = OfflineRun(ctx)
+        try:
+            referrals = ReferralContext(config=ctx.config.referrals,
+                                        directory=load_agencies(agencies), roster=ctx.roster)
+        except DecideError as exc:
+            print(f"hub decide: {exc}", file=err)
+            return 2
+    run = OfflineRun(ctx, referrals)
     ok = True
 
     def write(outputs: list[object]) -> None:

@@ -37,7 +37,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from hub.ingest.ackstore import ack_key
 from hub.kafka import DurableProducer, HubKafkaError, Record, fetch_record, read_topic
 from hub.logging import get_logger
 from hub.settings import Settings
@@ -53,11 +52,10 @@ from schemas.records import (
     DeadLetter,
 )
 from schemas.topics import EHR_FHIR, EHR_HL7V2, HUB_DLQ, HUB_DLQ_PAYLOADS
+from streams.normalize import HEADER_REPLAY_OF, events_dedup_key
 
 log = get_logger("hub.dlq")
 
-HEADER_REPLAY_OF = "hub-replay-of"
-"""Set on every replayed raw record: the id of the dead letter it replays."""
 
 _HL7_TYPES = {"hl7v2", "x-application/hl7-v2+er7", "text/plain", "application/hl7-v2",
               "application/edi-hl7"}
@@ -190,11 +188,11 @@ async def replay_one(settings: Settings, producer: DurableProducer | None, d: De
         return ReplayResult(d.id, "skipped", f"still_fails:{failure}")
     if events:
         key = key or events[0].patient.key.encode()
-        first = events[0]
         if HEADER_DEDUP_KEY not in headers:
-            # As ingest computes it: facility + control id (FHIR: source id or event id).
-            dedup = ack_key(first.source.facility, first.source.message_id or first.event_id)
-            headers[HEADER_DEDUP_KEY] = dedup.encode()
+            # As ingest computes it: format + facility + control id (FHIR: source id
+            # or event id), so the replay and any resend of the message are one.
+            fmt = "hl7v2" if topic == EHR_HL7V2.name else "fhir"
+            headers[HEADER_DEDUP_KEY] = (events_dedup_key(fmt, events) or "").encode()
     if HEADER_CONTENT_TYPE not in headers and d.content_type:
         headers[HEADER_CONTENT_TYPE] = d.content_type.encode()
     headers[HEADER_REPLAY_OF] = d.id.encode()
@@ -215,8 +213,22 @@ async def replay(settings: Settings, letters: Sequence[DeadLetter], *, force: bo
                  dry_run: bool) -> list[ReplayResult]:
     if dry_run:
         return [await replay_one(settings, None, d, force=force) for d in letters]
-    async with DurableProducer(settings) as producer:
+    producer = DurableProducer(settings)
+    try:
+        await producer.start()
+    except HubKafkaError:
+        if not producer.idempotent:
+            raise
+        # The embedded broker (Tansu) has no InitProducerId. A non-idempotent
+        # producer is safe here: a retry's duplicate carries the same replay header
+        # and dedup key, which normalize drops.
+        log.warning("producer_idempotence_unavailable", reason="init_producer_id_failed")
+        producer = DurableProducer(settings, idempotent=False)
+        await producer.start()
+    try:
         return [await replay_one(settings, producer, d, force=force) for d in letters]
+    finally:
+        await producer.stop()
 
 
 # ----------------------------------------------------------------------- command

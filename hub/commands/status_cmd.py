@@ -19,10 +19,11 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
+from hub.dashboard import WEBHOOK_OUTCOMES, quantile, worker_input_topics
 from hub.kafka import HubKafkaError, end_offsets, group_lag
 from hub.metrics import parse_metrics_text
 from hub.settings import Settings
-from schemas.topics import CATALOGUE, EHR_FHIR, EHR_HL7V2
+from schemas.topics import CATALOGUE
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -65,6 +66,20 @@ def _by(samples: Samples, name: str, label: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for labels, v in samples.get(name, []):
         out[labels.get(label, "")] = out.get(labels.get(label, ""), 0.0) + v
+    return out
+
+
+def histograms(samples: Samples, name: str, label: str) -> dict[str, dict[str, Any]]:
+    """A histogram family's samples -> {label value: {"buckets", "count"}}, in the
+    shape :func:`hub.dashboard.quantile` reads."""
+    out: dict[str, dict[str, Any]] = {}
+    for labels, v in samples.get(f"{name}_bucket", []):
+        h = out.setdefault(labels.get(label, ""), {"buckets": [], "count": 0.0})
+        h["buckets"].append([float(labels.get("le", "inf").replace("+Inf", "inf")), v])
+    for labels, v in samples.get(f"{name}_count", []):
+        out.setdefault(labels.get(label, ""), {"buckets": [], "count": 0.0})["count"] = v
+    for h in out.values():
+        h["buckets"].sort(key=lambda b: b[0])
     return out
 
 
@@ -136,6 +151,33 @@ def render(samples: Samples, console: Console, *, sources: dict[str, bool],
         work.add_row(label, _n(_sum(samples, name)))
     console.print(work)
 
+    latency = Table(title="End-to-end latency (received -> published)")
+    latency.add_column("path")
+    for col in ("messages", "p50 at most (s)", "p95 at most (s)"):
+        latency.add_column(col, justify="right")
+    for stage, hist in sorted(histograms(samples, "hub_end_to_end_latency_seconds",
+                                         "stage").items()):
+        latency.add_row(stage, _n(hist["count"]), _n(quantile(hist, 0.5)),
+                        _n(quantile(hist, 0.95)))
+    if latency.row_count:
+        console.print(latency)
+
+    referrals = _by(samples, "hub_referrals", "status")
+    hooks: dict[str, dict[str, float]] = {}
+    for labels, v in samples.get("hub_webhook_deliveries_total", []):
+        row = hooks.setdefault(labels.get("agency", ""), {})
+        row[labels.get("outcome", "")] = row.get(labels.get("outcome", ""), 0.0) + v
+    if referrals or hooks:
+        ref = Table(title="Referrals and webhooks")
+        ref.add_column("figure")
+        ref.add_column("value", justify="right")
+        for status, n in sorted(referrals.items()):
+            ref.add_row(f"referrals {status}", _n(n))
+        for agency, outcomes in sorted(hooks.items()):
+            for outcome in WEBHOOK_OUTCOMES:
+                ref.add_row(f"webhooks {agency} {outcome}", _n(outcomes.get(outcome, 0)))
+        console.print(ref)
+
     caseloads = Table(title="Caseloads against caps")
     for col in ("team", "manager"):
         caseloads.add_column(col)
@@ -181,8 +223,7 @@ def render(samples: Samples, console: Console, *, sources: dict[str, bool],
 
 async def _broker_figures(settings: Settings) -> tuple[dict[tuple[str, int], int],
                                                        dict[str, int]]:
-    lag = await group_lag(settings, settings.app_id, [EHR_HL7V2.name, EHR_FHIR.name],
-                          timeout=10)
+    lag = await group_lag(settings, settings.app_id, worker_input_topics(), timeout=10)
     offsets = await end_offsets(settings, [t.name for t in CATALOGUE], timeout=10)
     counts: dict[str, int] = {}
     for (full, _), (begin, end) in offsets.items():

@@ -63,6 +63,7 @@ from schemas.records import (
     HEADER_TRANSPORT,
 )
 from schemas.topics import EHR_FHIR, EHR_HL7V2
+from streams.normalize import events_dedup_key, message_dedup_key
 
 from .ackstore import AckStore, ack_key
 from .deadletter import Sender, dead_letter
@@ -276,7 +277,7 @@ class Ingestor:
             (HEADER_LISTENER, listener.encode()),
             (HEADER_CONTENT_TYPE, content_type.encode()),
             (HEADER_DEFAULT_TZ, tz.encode()),
-            (HEADER_DEDUP_KEY, ack_key(facility, control_id).encode()),
+            (HEADER_DEDUP_KEY, message_dedup_key("hl7v2", facility, control_id).encode()),
         ]
         try:
             await self._bounded_send(self.settings.topic(EHR_HL7V2.name), raw,
@@ -496,7 +497,7 @@ class Ingestor:
         first = events[0]
         patient_key = first.patient.key
         facility = first.source.facility
-        dedup = ack_key(facility, first.source.message_id or first.event_id)
+        dedup = events_dedup_key("fhir", events) or ""
         headers = [
             (HEADER_RECEIVED_AT, received_at.isoformat().encode()),
             (HEADER_TRANSPORT, transport.encode()),

@@ -35,6 +35,7 @@ from schemas.errors import AckCode
 from .core import FHIR_CONTENT_TYPE, HL7_CONTENT_TYPE, Ingestor, _operation_outcome
 
 if TYPE_CHECKING:
+    from hub.agency_api import AgencyApi
     from hub.web import Ops
 
 log = get_logger("hub.ingest.http")
@@ -120,8 +121,8 @@ async def health_live(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
-                  ) -> web.Application:
+def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None,
+                  agency: AgencyApi | None = None) -> web.Application:
     # client_max_size: aiohttp's own cap, a second line behind the Content-Length check.
     app = web.Application(client_max_size=settings.http_max_body_bytes)
     app[INGESTOR_KEY] = ingestor
@@ -134,6 +135,10 @@ def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
         from hub.web import add_ops_routes
 
         add_ops_routes(app, ops)
+    # The agency API, staff referral view and consent endpoint (hub/agency_api.py).
+    from hub.agency_api import add_agency_routes, default_agency_api
+
+    add_agency_routes(app, agency or default_agency_api(settings, ingestor.producer))
     return app
 
 

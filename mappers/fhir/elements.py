@@ -330,10 +330,11 @@ def _current(period_end: object) -> bool:
 
 
 def _address(res: FhirPatient) -> Address | None:
-    """``Patient.address``: home first, skipping ``old`` and ended (``period.end``) ones."""
+    """``Patient.address``: home first, skipping ``old`` and ended (``period.end``) ones;
+    line, city, state, postalCode, country and district (the county)."""
     candidates = [a for a in res.address or []
                   if a.use != "old" and (a.period is None or _current(a.period.end))
-                  and (a.line or a.city or a.state or a.postalCode)]
+                  and (a.line or a.city or a.state or a.postalCode or a.district)]
     if not candidates:
         return None
     best = min(candidates, key=lambda a: {"home": 0, None: 1}.get(a.use, 2))
@@ -343,6 +344,7 @@ def _address(res: FhirPatient) -> Address | None:
         state=str(best.state) if best.state else None,
         postal_code=str(best.postalCode) if best.postalCode else None,
         country=str(best.country) if best.country else None,
+        county=str(best.district) if best.district else None,
     )
 
 

@@ -374,7 +374,8 @@ def _name(pid: Segment) -> tuple[str | None, list[str]]:
 
 
 def _address(pid: Segment) -> Address | None:
-    """PID-11 first repetition: XAD-1.1 and XAD-2 lines, 3 city, 4 state, 5 zip, 6 country."""
+    """PID-11 first repetition: XAD-1.1 and XAD-2 lines, 3 city, 4 state, 5 zip, 6 country,
+    9 county/parish code (kept as sent: a FIPS code or a name, per site)."""
     reps = pid.repetitions(11)
     if not reps:
         return None
@@ -382,9 +383,11 @@ def _address(pid: Segment) -> Address | None:
     lines = [v for v in (pid.pick(rep, 1, 1), pid.pick(rep, 2)) if v]
     city, state = pid.pick(rep, 3), pid.pick(rep, 4)
     postal, country = pid.pick(rep, 5), pid.pick(rep, 6)
-    if not (lines or city or state or postal or country):
+    county = pid.pick(rep, 9)
+    if not (lines or city or state or postal or country or county):
         return None
-    return Address(line=lines, city=city, state=state, postal_code=postal, country=country)
+    return Address(line=lines, city=city, state=state, postal_code=postal, country=country,
+                   county=county)
 
 
 def _phone(pid: Segment) -> str | None:

@@ -32,14 +32,23 @@ are all "zh": the table is coarse there, see :data:`LANGUAGE_ALIASES`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
-from typing import Any, Literal
+from functools import cached_property, lru_cache
+from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from streams.care.roster import Manager, Roster, next_shift_start, on_pto, on_shift
+from streams.care.roster import (
+    Manager,
+    Roster,
+    _occurrences,
+    next_shift_start,
+    on_pto,
+    on_shift,
+)
 
 __all__ = [
     "LANGUAGE_ALIASES",
@@ -150,15 +159,28 @@ class TeamState(BaseModel):
 
     def load(self, manager_id: str) -> int:
         """Acuity-weighted caseload of a manager: the sum of their episodes' points."""
-        return sum(e.points for e in self.episodes.values() if e.manager_id == manager_id)
+        return self._totals.get(manager_id, 0)
 
     def loads(self) -> dict[str, int]:
         """Load of every manager holding at least one episode."""
+        return dict(self._totals)
+
+    @cached_property
+    def _totals(self) -> dict[str, int]:
+        # Memoized (the state is frozen) and carried forward by _with, so an assignment
+        # does not re-add a whole team's caseload (thousands of episodes in a busy team).
+        # Not a field: never stored, and equality ignores it.
         out: dict[str, int] = {}
         for e in self.episodes.values():
             if e.manager_id is not None:
                 out[e.manager_id] = out.get(e.manager_id, 0) + e.points
         return out
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+                   ) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("_totals", None)  # a copy with other episodes has other totals
+        return copied
 
     def open_episodes(self, manager_id: str) -> int:
         """How many open episodes a manager holds."""
@@ -183,10 +205,21 @@ class TeamState(BaseModel):
     def _with(self, episode_key: str, episode: EpisodeLoad | None) -> TeamState:
         episodes = dict(self.episodes)
         if episode is None:
-            episodes.pop(episode_key, None)
+            old = episodes.pop(episode_key, None)
         else:
+            old = episodes.get(episode_key)
             episodes[episode_key] = episode
-        return self.model_copy(update={"episodes": episodes})
+        new = self.model_copy(update={"episodes": episodes})
+        totals = dict(self._totals)
+        for e, sign in ((old, -1), (episode, 1)):
+            if e is not None and e.manager_id is not None:
+                left = totals.get(e.manager_id, 0) + sign * e.points
+                if left or any(x.manager_id == e.manager_id for x in episodes.values()):
+                    totals[e.manager_id] = left
+                else:
+                    totals.pop(e.manager_id, None)
+        new.__dict__["_totals"] = totals
+        return new
 
 
 @dataclass(frozen=True)
@@ -274,6 +307,7 @@ _ALIAS_TO_CODE: dict[str, str] = {
 _UNKNOWN_LANGUAGE = frozenset({"", "und", "unk", "unknown", "mis", "zxx"})
 
 
+@lru_cache(maxsize=1024)
 def normalize_language(value: str | None) -> str | None:
     """A language value -> a comparable code (ISO 639-1 where known), None if unknown.
 
@@ -333,13 +367,32 @@ def _require_aware(now: datetime) -> None:
 def _shift_skip(manager: Manager, now: datetime) -> str | None:
     if on_pto(manager, now):
         return "pto"
-    if not on_shift(manager, now):
+    if not _on_shift(manager, now):
         return "off_shift"
     return None
 
 
+@lru_cache(maxsize=4096)
+def _shift_windows(manager: Manager, local_day: date) -> tuple[tuple[datetime, datetime], ...]:
+    # Memoized (managers are frozen, hashable values): the shift occurrences that may
+    # cover an instant of ``local_day`` were most of an assignment's cost.
+    return tuple(_occurrences(manager, local_day - timedelta(days=1), local_day))
+
+
+def _on_shift(manager: Manager, at: datetime) -> bool:
+    """:func:`streams.care.roster.on_shift` over memoized shift occurrences (same rules:
+    the manager's local day, PTO days off, yesterday's overnight shift, UTC compare)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("a naive datetime is ambiguous here; pass an aware datetime")
+    local_day = at.astimezone(manager.zone).date()
+    if local_day in manager.pto:
+        return False
+    instant = at.astimezone(UTC)
+    return any(start <= instant < end for start, end in _shift_windows(manager, local_day))
+
+
 def _continuity(
-    state: TeamState, req: AssignmentRequest, points: int, now: datetime, roster: Roster,
+    loads: dict[str, int], req: AssignmentRequest, points: int, now: datetime, roster: Roster,
     cfg: AssignmentConfig,
 ) -> tuple[Manager | None, str | None]:
     """(manager to assign, outcome code) for the continuity candidate."""
@@ -355,11 +408,11 @@ def _continuity(
     skip = eligibility_skip(manager, req)
     if skip is not None:
         return None, skip
-    if not on_shift(manager, now):
+    if not _on_shift(manager, now):
         window = timedelta(hours=cfg.continuity_shift_window_hours)
         if next_shift_start(manager, now, window) is None:
             return None, "pto" if on_pto(manager, now) else "off_shift"
-    if cfg.continuity_respects_cap and state.load(manager.id) + points > manager.cap_points:
+    if cfg.continuity_respects_cap and loads.get(manager.id, 0) + points > manager.cap_points:
         return None, "at_cap"
     return manager, "chosen"
 
@@ -391,10 +444,12 @@ def assign(
         episode = EpisodeLoad(manager_id=manager.id if manager else None, points=points,
                               assigned_at=now, reason=reason)
         new_state = current._with(req.episode_key, episode)
+        # The episode replaced here (if any) was queued, not on anyone's load: the
+        # manager's load after is theirs before plus this episode's points.
         return new_state, Decision(
             status=status, manager_id=episode.manager_id, team_id=req.team_id,
             supervisor=supervisor, reason=reason, points=points,
-            load_after=new_state.load(manager.id) if manager else None,
+            load_after=loads.get(manager.id, 0) + points if manager else None,
             cap=manager.cap_points if manager else None, considered=considered,
             continuity=continuity, episode_key=req.episode_key,
             cause_event_id=req.cause_event_id,
@@ -413,16 +468,16 @@ def assign(
         )
     # A queued (unassigned) episode is simply tried again below and replaced.
 
+    loads = current.loads()
     if team is None:
         return decide("unassigned", None, "no_team")
 
     # (2) Continuity.
-    chosen, continuity = _continuity(current, req, points, now, roster, cfg)
+    chosen, continuity = _continuity(loads, req, points, now, roster, cfg)
     if chosen is not None:
         return decide("assigned", chosen, "continuity", ((chosen.id, "chosen"),), continuity)
 
     # (3)-(5) Eligibility, shift, capacity: the first failing rule is each member's reason.
-    loads = current.loads()
     considered: dict[str, str] = {}
     eligible = on_duty = 0
     candidates: list[Manager] = []

@@ -11,7 +11,9 @@ Also the code-set machinery the other risk rules share (:class:`CodeSet`,
 :func:`load_data`, :func:`is_icd10_system`): dot-less prefix matching, with ``X60-X69``
 numeric ranges.
 
-Pure: no I/O after import, no clock, no mutable module state.
+Pure: no I/O after import, no clock, no mutable module state other than
+:func:`functools.lru_cache` memos of pure functions over immutable arguments (the same
+diagnoses give the same result, so a hit is indistinguishable from a recomputation).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib.resources import files
 from types import MappingProxyType
 from typing import Any
@@ -279,6 +282,7 @@ HIERARCHIES: tuple[tuple[str, str], ...]
 """(milder, severer) pairs: the severer replaces the milder when both are present."""
 CATEGORIES, HIERARCHIES = _load_categories(load_data(CHARLSON_DATA))
 CATEGORY_IDS: tuple[str, ...] = tuple(c.id for c in CATEGORIES)
+_BY_ID: Mapping[str, CharlsonCategory] = MappingProxyType({c.id: c for c in CATEGORIES})
 
 
 @dataclass(frozen=True)
@@ -301,17 +305,44 @@ class CharlsonResult:
         default_factory=lambda: MappingProxyType({}))
 
 
+Diagnoses = tuple[tuple[str, str | None], ...]
+"""(code, system) pairs as a hashable key of the memoized rules."""
+
+
+def diagnoses_key(diagnoses: Iterable[tuple[str, str | None]]) -> Diagnoses:
+    """``diagnoses`` as a tuple of (code, system) tuples (whatever pair type came in)."""
+    if isinstance(diagnoses, tuple) and all(type(d) is tuple for d in diagnoses):
+        return diagnoses
+    return tuple((code, system) for code, system in diagnoses)
+
+
 def icd10_codes(diagnoses: Iterable[tuple[str, str | None]]) -> tuple[str, ...]:
     """The normalized, ICD-10-shaped codes of (code, system) pairs in an ICD-10 system,
     deduplicated, in input order (see :func:`is_icd10_system`)."""
+    return _icd10_codes(diagnoses_key(diagnoses))
+
+
+@lru_cache(maxsize=4096)
+def _icd10_codes(diagnoses: Diagnoses) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for code, system in diagnoses:
-        if not code or not is_icd10_system(system):
+        if not code or not _is_icd10_system(system):
             continue
         norm = normalize_icd10(code)
         if looks_like_icd10(norm):
             seen.setdefault(norm, None)
     return tuple(seen)
+
+
+@lru_cache(maxsize=1024)
+def _is_icd10_system(system: str | None) -> bool:
+    return is_icd10_system(system)
+
+
+@lru_cache(maxsize=8192)
+def _categories_of(code: str) -> frozenset[str]:
+    """Ids of the Charlson categories a normalized code falls under (before hierarchies)."""
+    return frozenset(cat.id for cat in CATEGORIES if cat.codes.match(code) is not None)
 
 
 def charlson(diagnoses: Iterable[tuple[str, str | None]]) -> CharlsonResult:
@@ -323,17 +354,25 @@ def charlson(diagnoses: Iterable[tuple[str, str | None]]) -> CharlsonResult:
     weights (van Walraven et al., CMAJ 2010); hierarchies max(mild, severe liver),
     max(diabetes, with complications), max(malignancy, metastatic). No age points.
     """
+    return _charlson(diagnoses_key(diagnoses))
+
+
+@lru_cache(maxsize=4096)
+def _charlson(diagnoses: Diagnoses) -> CharlsonResult:
+    # Memoized: the result is immutable (tuples, read-only mappings), and diagnosis sets
+    # repeat across a patient's updates and across patients.
     codes = icd10_codes(diagnoses)
+    by_code = {c: _categories_of(c) for c in codes}
     matched: dict[str, tuple[str, ...]] = {}
     for cat in CATEGORIES:
-        hits = tuple(sorted(c for c in codes if cat.codes.match(c) is not None))
+        hits = tuple(sorted(c for c in codes if cat.id in by_code[c]))
         if hits:
             matched[cat.id] = hits
     kept = set(matched)
     for milder, severer in HIERARCHIES:
         if severer in kept:
             kept.discard(milder)
-    by_id = {c.id: c for c in CATEGORIES}
+    by_id = _BY_ID
     lace_by = {cid: by_id[cid].lace_points(matched[cid]) for cid in CATEGORY_IDS if cid in kept}
     return CharlsonResult(
         score=sum(by_id[cid].weight for cid in kept),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from streams.care.assignment import AssignmentConfig
 from streams.care.followup import FollowupConfig
 from streams.care.risk import RiskConfig
+from streams.referrals.config import ReferralsConfig
 
 
 class EpisodeConfig(BaseModel):
@@ -29,6 +30,12 @@ class EpisodeConfig(BaseModel):
     facility_timezones: dict[str, str] = Field(default_factory=dict)
     """Sending facility -> IANA zone (business days and local dates are the facility's)."""
     notifications: bool = True
+    merge_wait_seconds: float = Field(default=600, gt=0)
+    """After a merge, how long the surviving key holds its inputs back waiting for the
+    prior key's history (normally two hops through Kafka: well under a second) before it
+    gives up and decides without it."""
+    merge_buffer_max: int = Field(default=50, ge=1)
+    """... and how many inputs it holds at most (they are stored in its table value)."""
 
     def timezone_for(self, facility: str | None) -> str:
         return self.facility_timezones.get(facility or "", self.default_timezone)
@@ -40,6 +47,8 @@ class CareConfig(BaseModel):
     followup: FollowupConfig = Field(default_factory=FollowupConfig)
     assignment: AssignmentConfig = Field(default_factory=AssignmentConfig)
     episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
+    referrals: ReferralsConfig = Field(default_factory=ReferralsConfig)
+    """Community referrals (streams.referrals.config): needs -> agency services."""
 
 
 class RulesError(ValueError):

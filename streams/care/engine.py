@@ -10,9 +10,15 @@ topology runs them (and as ``hub decide`` replays them offline, :mod:`streams.ca
   releases caseload, and answers on ``care.assignments`` (keyed by patient again).
 
 Nothing here reads a clock, the environment or Kafka. Inputs never mutate: the engine
-works on a deep copy, so applying an input twice to the same state gives equal results,
-and the agents store the new state only after the emits are delivered (a crash in
-between replays the input against the old state and re-sends the same output ids).
+copies on write (the patient record shallowly, then each episode it changes with its
+tasks; a deep copy of every patient per input cost more than all the rules together), so
+applying an input twice to the same state gives equal results, and the agents store the
+new state only after the emits are delivered (a crash in between replays the input
+against the old state and re-sends the same output ids). A returned state shares what
+it did not change with the state passed in: both are read-only to callers.
+
+Merges: the surviving key holds its inputs back until the prior key's history arrives
+(:class:`streams.care.state.MergeWait`), so nothing is decided without it.
 
 Output ids derive from the cause (event id, task id) and the rule; ``decided_at`` is the
 cause's own time, so a replay reproduces every output byte for byte.
@@ -33,14 +39,10 @@ from schemas import topics
 from schemas.canonical import CanonicalEvent, EventKind, derive_id
 from schemas.care import (
     AssignmentOutput,
-    Charlson,
     EscalationOutput,
-    Factor,
     FlagOutput,
-    Lace,
     NotificationOutput,
     PatientCommand,
-    Reason,
     TaskOutput,
     TaskUpdate,
     TeamRequest,
@@ -53,8 +55,10 @@ from streams.care.risk import RiskInput, RiskResult, assess, emergent_reason
 from streams.care.roster import Roster, teams_for
 from streams.care.state import (
     OPEN_TASK_STATUSES,
+    BufferedInput,
     EpisodeState,
     ManagerLink,
+    MergeWait,
     PatientState,
     TaskState,
 )
@@ -99,6 +103,36 @@ OUTPUT_TOPICS: dict[str, str] = {
 }
 
 
+class _Emits(list[Emit]):
+    """One step's emits, and the episodes the step has already copied (copy-on-write)."""
+
+    __slots__ = ("owned",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owned: dict[int, EpisodeState] = {}
+        """id -> copy (kept referenced, so an id is never reused within the step)."""
+
+
+def _own(p: PatientState, ep: EpisodeState, out: _Emits) -> EpisodeState:
+    """The step's own copy of ``ep`` (an episode of ``p``), made on first write. Call
+    before changing an episode or its tasks, and use the result."""
+    if id(ep) in out.owned:
+        return ep
+    mine = ep.model_copy(update={"tasks": {k: t.model_copy() for k, t in ep.tasks.items()}})
+    p.episodes[mine.key] = mine
+    out.owned[id(mine)] = mine
+    return mine
+
+
+def _working_copy(state: PatientState) -> PatientState:
+    # The containers changed in place get their own copies; episodes are copied later,
+    # only when written (:func:`_own`); lists and dicts inside them are only ever replaced.
+    return state.model_copy(update={"episodes": dict(state.episodes),
+                                    "ed_visits": dict(state.ed_visits),
+                                    "discharges": dict(state.discharges)})
+
+
 def input_id(msg: PatientInput) -> str:
     """The id a patient remembers to drop a duplicate of ``msg``."""
     if isinstance(msg, CanonicalEvent):
@@ -118,45 +152,94 @@ def apply_patient(state: PatientState | None, key: str, msg: PatientInput, *, no
                   ctx: CareContext) -> tuple[PatientState, list[Emit]]:
     """Apply one input to one patient's state. ``key`` is the record's key (patient key).
 
-    ``now`` is only used for inputs without a time of their own; events carry theirs.
+    ``now`` is the processing time: it is used for inputs without a time of their own
+    (events carry theirs) and as the clock of a merge wait.
     """
-    p = state.model_copy(deep=True) if state is not None else PatientState(key=key)
-    out: list[Emit] = []
+    p = PatientState(key=key) if state is None else _working_copy(state)
+    out = _Emits()
     mid = input_id(msg)
     if mid in p.seen:
         return p, out  # a duplicate input: its outputs were published the first time
+    p = _admit(p, msg, now, ctx, out)
+    p.seen = [*p.seen, mid][-ctx.config.episode.remember_inputs:]
+    return p, out
+
+
+def _admit(p: PatientState, msg: PatientInput, now: datetime, ctx: CareContext,
+           out: _Emits) -> PatientState:
+    """Apply ``msg`` now, or hold it back while a merge's history is on its way."""
+    wait = p.merge_wait
+    if wait is not None and not _is_awaited_absorb(wait, msg):
+        cfg = ctx.config.episode
+        if len(wait.buffered) < cfg.merge_buffer_max and \
+                now < wait.since + timedelta(seconds=cfg.merge_wait_seconds):
+            p.merge_wait = wait.model_copy(update={"buffered": [*wait.buffered, BufferedInput(
+                topic=_topic_of(msg), value=msg.model_dump(mode="json"))]})
+            return p
+        p = _stop_waiting(p, now, ctx, out, expired=True)
+    return _apply(p, msg, now, ctx, out)
+
+
+def _is_awaited_absorb(wait: MergeWait, msg: PatientInput) -> bool:
+    return isinstance(msg, PatientCommand) and msg.op == "absorb" and \
+        msg.cause_event_id in wait.awaiting
+
+
+def _stop_waiting(p: PatientState, now: datetime, ctx: CareContext, out: _Emits, *,
+                  expired: bool) -> PatientState:
+    """End the merge wait and replay what it held, in order (a replayed merge may start
+    a new wait, which holds the rest again)."""
+    wait = p.merge_wait
+    assert wait is not None
+    p.merge_wait = None
+    if expired:
+        p.merge_waits_expired = (p.merge_waits_expired or 0) + 1
+    for held in wait.buffered:
+        p = _admit(p, decode_patient_input(held.topic, orjson.dumps(held.value)), now, ctx, out)
+    return p
+
+
+def _apply(p: PatientState, msg: PatientInput, now: datetime, ctx: CareContext,
+           out: _Emits) -> PatientState:
     if p.merged_into and not isinstance(msg, PatientCommand):
         # This key was merged away: its inputs belong to the survivor, in order.
         out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, p.merged_into, PatientCommand(
-            op="forward", cause_event_id=mid, decided_at=_time_of(msg, now),
+            op="forward", cause_event_id=input_id(msg), decided_at=_time_of(msg, now),
             target_key=p.merged_into, message={"topic": _topic_of(msg),
                                                "value": msg.model_dump(mode="json")})))
     elif isinstance(msg, CanonicalEvent):
-        _on_event(p, msg, ctx, out)
+        _on_event(p, msg, now, ctx, out)
     elif isinstance(msg, AssignmentOutput):
         _on_assignment(p, msg, ctx, out)
     elif isinstance(msg, TaskUpdate):
-        _on_task_update(p, msg, mid, ctx, out)
+        _on_task_update(p, msg, input_id(msg), ctx, out)
     else:
         p = _on_command(p, msg, now, ctx, out)
-    p.seen.append(mid)
-    del p.seen[:-ctx.config.episode.remember_inputs]
-    return p, out
+    return p
 
 
 def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext
                  ) -> tuple[PatientState, list[Emit]]:
     """The timer's pass over one patient: overdue tasks escalate (once: the mark is in
     the state, so a restart does not escalate again), episodes past their follow-up
-    period close and release caseload, old history is forgotten."""
-    p = state.model_copy(deep=True)
-    out: list[Emit] = []
+    period close and release caseload, old history is forgotten, and a merge wait past
+    its time stops waiting (its inputs are decided without the merged history)."""
+    p = _working_copy(state)
+    out = _Emits()
     if p.merged_into:
         return p, out
-    for ep in p.episodes.values():
+    wait = p.merge_wait
+    if wait is not None and now >= wait.since + timedelta(
+            seconds=ctx.config.episode.merge_wait_seconds):
+        p = _stop_waiting(p, now, ctx, out, expired=True)
+    overdue_at = timedelta(hours=ctx.config.followup.escalate_after_hours)
+    for ep in list(p.episodes.values()):
+        if any(t.status in OPEN_TASK_STATUSES and not t.escalated and now >= t.due + overdue_at
+               for t in ep.tasks.values()):
+            ep = _own(p, ep, out)
         for t in ep.tasks.values():
             if t.status in OPEN_TASK_STATUSES and not t.escalated and \
-                    now >= t.due + timedelta(hours=ctx.config.followup.escalate_after_hours):
+                    now >= t.due + overdue_at:
                 t.escalated = True
                 _emit(out, EscalationOutput(
                     id=derive_id(t.task_id, "task.overdue"), cause_event_id=t.cause_event_id,
@@ -171,7 +254,8 @@ def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext
     return p, out
 
 
-def _on_event(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: list[Emit]) -> None:
+def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareContext,
+              out: _Emits) -> None:
     pat = ev.patient
     if pat.primary_care_provider is not None and pat.primary_care_provider.id:
         p.pcp_id = pat.primary_care_provider.id
@@ -184,8 +268,10 @@ def _on_event(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: list[E
             out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, ev.merge.prior_patient_key,
                             PatientCommand(op="handover", cause_event_id=ev.event_id,
                                            decided_at=ev.occurred_at, target_key=p.key)))
+            # Hold what follows until the prior key's history is here (see MergeWait).
+            p.merge_wait = MergeWait(awaiting=[ev.event_id], since=now)
         return
-    ep = _episode_for(p, ev, ctx)
+    ep = _episode_for(p, ev, ctx, out)
     if ep is None:
         return
     was_class = ep.class_
@@ -241,7 +327,9 @@ def _on_event(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: list[E
         _flag(p, ep, ev, "admission", ctx, out)  # publishes only if something changed
 
 
-def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext) -> EpisodeState | None:
+def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Emits
+                 ) -> EpisodeState | None:
+    """The episode an event is about, the step's own copy (created if the event may)."""
     enc = ev.encounter
     facility = (enc.location.facility if enc and enc.location else None) or ev.source.facility
     creates = ev.kind in (EventKind.PREADMIT, EventKind.ADMIT, EventKind.REGISTER,
@@ -255,7 +343,8 @@ def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext) -> Episo
         going = [e for e in p.episodes.values() if e.facility == facility and
                  e.status in ("preadmit", "active", "discharged")]
         if going and ev.kind not in (EventKind.ADMIT, EventKind.REGISTER, EventKind.PREADMIT):
-            return max(going, key=lambda e: (e.admit_at or e.discharge_at or ev.occurred_at))
+            return _own(p, max(going, key=lambda e: (e.admit_at or e.discharge_at or
+                                                     ev.occurred_at)), out)
         if ev.kind not in (EventKind.ADMIT, EventKind.REGISTER, EventKind.PREADMIT):
             return None
         at = (enc.admit_at if enc else None) or ev.occurred_at
@@ -267,7 +356,14 @@ def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext) -> Episo
         ep = EpisodeState(key=key, facility=facility, encounter_id=enc.id, status="new",
                           tz=ctx.config.episode.timezone_for(facility))
         p.episodes[key] = ep
-    return ep
+        out.owned[id(ep)] = ep
+        return ep
+    return _own(p, ep, out)
+
+
+_ENCOUNTER_FIELDS = (("admit_at", "admit_at"), ("admission_type", "admission_type"),
+                     ("admit_source", "admit_source"),
+                     ("discharge_disposition", "disposition"))
 
 
 def _absorb_fields(ep: EpisodeState, ev: CanonicalEvent) -> None:
@@ -277,10 +373,12 @@ def _absorb_fields(ep: EpisodeState, ev: CanonicalEvent) -> None:
             ep.class_ = enc.class_.value
         if enc.location is not None and enc.location.unit and enc.location.unit != ep.unit:
             ep.prior_unit, ep.unit = ep.unit, enc.location.unit
-        for name in ("admit_at", "admission_type", "admit_source", "discharge_disposition"):
+        for name, attr in _ENCOUNTER_FIELDS:
             value = getattr(enc, name)
-            if value is not None:
-                setattr(ep, "disposition" if name == "discharge_disposition" else name, value)
+            # Equal datetimes may differ in offset (which the stored form keeps): only
+            # an equal string is skipped.
+            if value is not None and not (type(value) is str and value == getattr(ep, attr)):
+                setattr(ep, attr, value)
     if ev.diagnoses:
         ep.diagnoses = sorted({(d.code, d.system) for d in ev.diagnoses},
                               key=lambda d: (d[0], d[1] or ""))
@@ -289,7 +387,7 @@ def _absorb_fields(ep: EpisodeState, ev: CanonicalEvent) -> None:
 
 
 def _admission(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
-               out: list[Emit], *, notify: bool) -> None:
+               out: _Emits, *, notify: bool) -> None:
     ep.status = "active" if ep.status in ("new", "preadmit") else ep.status
     admit = ep.admit_at or ev.occurred_at
     cfg = ctx.config.risk
@@ -300,7 +398,7 @@ def _admission(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
         elif _led_by_ed_visit(p, ep, admit):
             ep.emergent, ep.emergent_reason = True, "emergency department visit before admission"
     # A readmission interrupts the previous discharge's follow-up: its open tasks end.
-    for other in p.episodes.values():
+    for other in list(p.episodes.values()):
         if other.key != ep.key:
             _cancel_tasks(p, other, ev, "readmitted", ctx, out, rule="task.cancel.readmission")
     ep.risk_as_of = ep.risk_as_of or max(admit, min(ev.occurred_at, admit + timedelta(days=1)))
@@ -316,7 +414,7 @@ def _led_by_ed_visit(p: PatientState, ep: EpisodeState, admit: datetime) -> bool
 
 
 def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
-               out: list[Emit]) -> None:
+               out: _Emits) -> None:
     enc = ev.encounter
     at = (enc.discharge_at if enc else None) or ev.occurred_at
     if ep.status == "discharged" and ep.discharge_at == at:
@@ -344,7 +442,7 @@ def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
                                   has_pcp=p.pcp_id is not None, cfg=ctx.config.followup)
     if dclass in (DispositionClass.DEATH, DispositionClass.HOSPICE):
         reason = "deceased" if dclass == DispositionClass.DEATH else "hospice"
-        for other in p.episodes.values():
+        for other in list(p.episodes.values()):
             _cancel_tasks(p, other, ev, reason, ctx, out, rule=f"task.cancel.{reason}")
     discharge_key = f"{ep.key}@{at.isoformat()}"
     owner = ep.manager_id or (f"team:{ep.team}" if ep.team else None)
@@ -361,7 +459,7 @@ def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
 
 
 def _cancel_discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
-                      out: list[Emit]) -> None:
+                      out: _Emits) -> None:
     if ep.status != "discharged":
         return
     key = f"{ep.key}@{ep.discharge_at.isoformat()}" if ep.discharge_at else None
@@ -377,7 +475,7 @@ def _cancel_discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx
 
 
 def _cancel_admit(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
-                  out: list[Emit]) -> None:
+                  out: _Emits) -> None:
     if ep.status in ("cancelled", "new"):
         if ep.status == "new":
             del p.episodes[ep.key]
@@ -395,7 +493,7 @@ def _cancel_admit(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: Ca
 
 
 def _maybe_close(p: PatientState, ep: EpisodeState, now: datetime, ctx: CareContext,
-                 out: list[Emit]) -> None:
+                 out: _Emits) -> None:
     if ep.status != "discharged" or ep.discharge_at is None:
         return
     period_over = now >= ep.discharge_at + timedelta(days=ctx.config.episode.close_after_days)
@@ -403,10 +501,12 @@ def _maybe_close(p: PatientState, ep: EpisodeState, now: datetime, ctx: CareCont
                                         for t in ep.tasks.values())
     if not (period_over or tasks_done):
         return
+    discharged_at = ep.discharge_at
+    ep = _own(p, ep, out)
     ep.status, ep.closed_at = "closed", now
     if ep.team and ep.assignment in ("requested", "assigned", "unassigned"):
         ep.assignment = "released"
-        cause = derive_id("episode-close", p.key, ep.key, ep.discharge_at.isoformat())
+        cause = derive_id("episode-close", p.key, ep.key, discharged_at.isoformat())
         out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, TeamRequest(
             op="release", team=ep.team, patient_key=p.key, encounter_key=ep.key,
             facility=ep.facility, cause_event_id=cause, decided_at=now,
@@ -437,7 +537,7 @@ def _signature(stage: str, r: RiskResult) -> str:
 
 
 def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx: CareContext,
-          out: list[Emit]) -> None:
+          out: _Emits) -> None:
     final = stage == "discharge"
     as_of = (ep.discharge_at or ev.occurred_at) if final else (ep.risk_as_of or ev.occurred_at)
     result = assess(_risk_input(p, ep, as_of, final), ctx.config.risk)
@@ -445,20 +545,21 @@ def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx
     if signature == ep.risk_signature:
         return  # nothing relevant changed: no output
     rule = f"risk.{stage}"
-    flag = FlagOutput(
-        id=derive_id(ev.event_id, rule, ep.key), cause_event_id=ev.event_id, rule=rule,
-        patient_key=p.key, encounter_key=ep.key, facility=ep.facility,
-        decided_at=ev.occurred_at, stage=stage,  # type: ignore[arg-type]
-        risk_level=result.level,  # type: ignore[arg-type]
-        lace=Lace(score=result.lace.score, l=result.lace.l, a=result.lace.a, c=result.lace.c,
-                  e=result.lace.e),
-        charlson=Charlson(score=result.charlson.score,
-                          categories=list(result.charlson.categories)),
-        factors=[Factor(code=f.code, points=f.points, detail=f.detail) for f in result.factors],
-        reasons=[Reason(code=f.code, display=f.display,
-                        factors=[Factor(code=x.code, points=x.points, detail=x.detail)
-                                 for x in f.factors]) for f in result.flags],
-    )
+    lace = result.lace
+    # One validation of plain data: a third cheaper than building each nested model.
+    flag = FlagOutput.model_validate({
+        "id": derive_id(ev.event_id, rule, ep.key), "cause_event_id": ev.event_id,
+        "rule": rule, "patient_key": p.key, "encounter_key": ep.key, "facility": ep.facility,
+        "decided_at": ev.occurred_at, "stage": stage, "risk_level": result.level,
+        "lace": {"score": lace.score, "l": lace.l, "a": lace.a, "c": lace.c, "e": lace.e},
+        "charlson": {"score": result.charlson.score,
+                     "categories": list(result.charlson.categories)},
+        "factors": [{"code": f.code, "points": f.points, "detail": f.detail}
+                    for f in result.factors],
+        "reasons": [{"code": f.code, "display": f.display,
+                     "factors": [{"code": x.code, "points": x.points, "detail": x.detail}
+                                 for x in f.factors]} for f in result.flags],
+    })
     ep.risk_level, ep.risk_signature = result.level, signature
     ep.active_flag_id = flag.id
     if final:
@@ -468,7 +569,7 @@ def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx
 
 
 def _withdraw(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
-              out: list[Emit]) -> None:
+              out: _Emits) -> None:
     if ep.last_flag is None:
         return
     previous = FlagOutput.model_validate(ep.last_flag)
@@ -494,7 +595,7 @@ def _team_request(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, op: str
 
 
 def _request_assignment(p: PatientState, ep: EpisodeState, ev: CanonicalEvent,
-                        ctx: CareContext, out: list[Emit]) -> None:
+                        ctx: CareContext, out: _Emits) -> None:
     if ep.assignment in ("requested", "assigned"):
         return
     teams = teams_for(ctx.roster, ep.facility, ep.unit)
@@ -523,10 +624,11 @@ def _request_assignment(p: PatientState, ep: EpisodeState, ev: CanonicalEvent,
 
 
 def _on_assignment(p: PatientState, a: AssignmentOutput, ctx: CareContext,
-                   out: list[Emit]) -> None:
+                   out: _Emits) -> None:
     ep = p.episodes.get(a.encounter_key or "")
     if ep is None:
         return
+    ep = _own(p, ep, out)
     if a.status == "released":
         ep.assignment = "released"
         return
@@ -556,7 +658,7 @@ def _on_assignment(p: PatientState, a: AssignmentOutput, ctx: CareContext,
 
 
 def _emit_task(p: PatientState, ep: EpisodeState, t: TaskState, ev: CanonicalEvent | None,
-               out_id: str, rule: str, at: datetime, ctx: CareContext, out: list[Emit]) -> None:
+               out_id: str, rule: str, at: datetime, ctx: CareContext, out: _Emits) -> None:
     _emit(out, TaskOutput(
         id=out_id, cause_event_id=ev.event_id if ev else t.cause_event_id, rule=rule,
         patient_key=p.key, encounter_key=ep.key, facility=ep.facility, decided_at=at,
@@ -566,27 +668,32 @@ def _emit_task(p: PatientState, ep: EpisodeState, t: TaskState, ev: CanonicalEve
 
 
 def _set_task(p: PatientState, ep: EpisodeState, t: TaskState, status: str, reason: str | None,
-              ev: CanonicalEvent, rule: str, ctx: CareContext, out: list[Emit]) -> None:
+              ev: CanonicalEvent, rule: str, ctx: CareContext, out: _Emits) -> None:
     t.status, t.status_reason = status, reason
     _emit_task(p, ep, t, ev, derive_id(ev.event_id, rule, t.task_id), rule, ev.occurred_at,
                ctx, out)
 
 
 def _cancel_tasks(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, reason: str,
-                  ctx: CareContext, out: list[Emit], *, rule: str) -> None:
+                  ctx: CareContext, out: _Emits, *, rule: str) -> None:
+    if not any(t.status in OPEN_TASK_STATUSES for t in ep.tasks.values()):
+        return
+    ep = _own(p, ep, out)
     for t in ep.tasks.values():
         if t.status in OPEN_TASK_STATUSES:
             _set_task(p, ep, t, "cancelled", reason, ev, rule, ctx, out)
 
 
 def _on_task_update(p: PatientState, u: TaskUpdate, uid: str, ctx: CareContext,
-                    out: list[Emit]) -> None:
+                    out: _Emits) -> None:
     for ep in p.episodes.values():
         t = ep.tasks.get(u.task_id)
         if t is None:
             continue
         if t.status in TERMINAL_TASK_STATUSES:
             return  # closed tasks stay closed; a late update changes nothing
+        ep = _own(p, ep, out)
+        t = ep.tasks[u.task_id]
         if u.status == "attempted":
             t.attempts += 1
             # CMS TCM: two documented, timely unsuccessful attempts satisfy the contact.
@@ -606,7 +713,7 @@ def _on_task_update(p: PatientState, u: TaskUpdate, uid: str, ctx: CareContext,
 
 
 def _notify(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, code: str, ctx: CareContext,
-            out: list[Emit]) -> None:
+            out: _Emits) -> None:
     if not ctx.config.episode.notifications:
         return
     _emit(out, NotificationOutput(
@@ -620,36 +727,30 @@ def _notify(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, code: str, ct
 
 
 def _on_command(p: PatientState, cmd: PatientCommand, now: datetime, ctx: CareContext,
-                out: list[Emit]) -> PatientState:
+                out: _Emits) -> PatientState:
     if cmd.op == "handover":
+        # Always answer, with nothing to move if need be: the survivor is waiting for it.
+        moved = None
+        if not p.merged_into and (p.episodes or p.ed_visits or p.discharges or
+                                  p.last_manager):
+            moved = p.model_copy(update={"seen": [], "merged_into": None}).model_dump(
+                mode="json")
+        out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, cmd.target_key, PatientCommand(
+            op="absorb", cause_event_id=cmd.cause_event_id, decided_at=cmd.decided_at,
+            target_key=cmd.target_key, state=moved)))
         if p.merged_into:
             return p
-        if p.episodes or p.ed_visits or p.discharges or p.last_manager:
-            moved = p.model_copy(update={"seen": [], "merged_into": None})
-            out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, cmd.target_key, PatientCommand(
-                op="absorb", cause_event_id=cmd.cause_event_id, decided_at=cmd.decided_at,
-                target_key=cmd.target_key, state=moved.model_dump(mode="json"))))
         return PatientState(key=p.key, merged_into=cmd.target_key, seen=p.seen,
                             merged_from=p.merged_from)
-    if cmd.op == "absorb" and cmd.state is not None:
-        src = PatientState.model_validate(cmd.state)
-        for key, ep in src.episodes.items():
-            if key in p.episodes:
-                continue  # the survivor's own record of an episode wins
-            p.episodes[key] = ep
-            for t in ep.tasks.values():
-                if t.status in OPEN_TASK_STATUSES:
-                    _emit_task(p, ep, t, None, derive_id(cmd.cause_event_id, "merge.rekey",
-                                                         t.task_id),
-                               "merge.rekey", cmd.decided_at, ctx, out)
-        p.ed_visits = {**src.ed_visits, **p.ed_visits}
-        p.discharges = {**src.discharges, **p.discharges}
-        if src.last_manager and (p.last_manager is None or
-                                 p.last_manager.at < src.last_manager.at):
-            p.last_manager = src.last_manager
-        p.pcp_id = p.pcp_id or src.pcp_id
-        p.language = p.language or src.language
-        p.merged_from = sorted({*p.merged_from, src.key, *src.merged_from})
+    if cmd.op == "absorb":
+        if cmd.state is not None:
+            _absorb(p, cmd, PatientState.model_validate(cmd.state), ctx, out)
+        wait = p.merge_wait
+        if wait is not None and cmd.cause_event_id in wait.awaiting:
+            awaiting = [c for c in wait.awaiting if c != cmd.cause_event_id]
+            p.merge_wait = wait.model_copy(update={"awaiting": awaiting})
+            if not awaiting:
+                p = _stop_waiting(p, now, ctx, out, expired=False)
         return p
     if cmd.op == "forward" and cmd.message is not None:
         inner = decode_patient_input(cmd.message["topic"], orjson.dumps(cmd.message["value"]))
@@ -657,6 +758,28 @@ def _on_command(p: PatientState, cmd: PatientCommand, now: datetime, ctx: CareCo
         out.extend(more)
         return q
     return p
+
+
+def _absorb(p: PatientState, cmd: PatientCommand, src: PatientState, ctx: CareContext,
+            out: _Emits) -> None:
+    """Merge a prior key's history into this (surviving) key."""
+    for key, ep in src.episodes.items():
+        if key in p.episodes:
+            continue  # the survivor's own record of an episode wins
+        p.episodes[key] = ep
+        for t in ep.tasks.values():
+            if t.status in OPEN_TASK_STATUSES:
+                _emit_task(p, ep, t, None, derive_id(cmd.cause_event_id, "merge.rekey",
+                                                     t.task_id),
+                           "merge.rekey", cmd.decided_at, ctx, out)
+    p.ed_visits = {**src.ed_visits, **p.ed_visits}
+    p.discharges = {**src.discharges, **p.discharges}
+    if src.last_manager and (p.last_manager is None or
+                             p.last_manager.at < src.last_manager.at):
+        p.last_manager = src.last_manager
+    p.pcp_id = p.pcp_id or src.pcp_id
+    p.language = p.language or src.language
+    p.merged_from = sorted({*p.merged_from, src.key, *src.merged_from})
 
 
 def decode_patient_input(topic: str, value: bytes) -> PatientInput:

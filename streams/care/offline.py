@@ -15,7 +15,8 @@ from typing import Any
 
 from schemas import topics
 from schemas.canonical import CanonicalEvent
-from schemas.care import AssignmentOutput, TaskUpdate, TeamRequest, dump_output
+from schemas.care import AssignmentOutput, FlagOutput, TaskUpdate, TeamRequest, dump_output
+from schemas.referrals import ReferralOutput
 from streams.care.assignment import TeamState
 from streams.care.engine import (
     OUTPUT_TOPICS,
@@ -27,15 +28,25 @@ from streams.care.engine import (
     tick_patient,
 )
 from streams.care.state import PatientState
+from streams.referrals.engine import ReferralContext, ReferralInput, apply_referral
+from streams.referrals.state import ReferralPatientState
 
 _OUTPUTS = frozenset(OUTPUT_TOPICS.values())
+_REFERRAL_OUTPUTS = frozenset({topics.CARE_REFERRALS.name, topics.CARE_ESCALATIONS.name})
 
 
 class OfflineRun:
-    """Patients and teams in dictionaries; :attr:`outputs` collects every public output."""
+    """Patients and teams in dictionaries; :attr:`outputs` collects every public output.
 
-    def __init__(self, ctx: CareContext) -> None:
+    With ``referrals`` (a :class:`streams.referrals.engine.ReferralContext`), the
+    referrals stage runs too: it reads the same events plus the care stages' flags and
+    assignments, and its ReferralOutputs (and no-agency escalations) join the outputs.
+    """
+
+    def __init__(self, ctx: CareContext, referrals: ReferralContext | None = None) -> None:
         self.ctx = ctx
+        self.referral_ctx = referrals
+        self.referral_states: dict[str, ReferralPatientState] = {}
         self.patients: dict[str, PatientState] = {}
         self.teams: dict[str, TeamState] = {}
         self.outputs: list[Any] = []
@@ -47,6 +58,16 @@ class OfflineRun:
         if tick and (self.clock is None or ev.occurred_at > self.clock):
             self.tick(ev.occurred_at)
         self._run(deque([(topics.CARE_EVENTS.name, ev.patient.key, ev)]), ev.occurred_at)
+        return self.outputs[start:]
+
+    def referral_input(self, key: str, msg: ReferralInput, now: datetime) -> list[Any]:
+        """Apply one input to the referrals stage (consent, agency updates, ...)."""
+        start = len(self.outputs)
+        if self.referral_ctx is not None:
+            state, emits = apply_referral(self.referral_states.get(key), key, msg, now=now,
+                                          ctx=self.referral_ctx)
+            self.referral_states[key] = state
+            self.outputs.extend(e.value for e in emits if e.topic in _REFERRAL_OUTPUTS)
         return self.outputs[start:]
 
     def task_update(self, update: TaskUpdate) -> list[Any]:
@@ -76,6 +97,8 @@ class OfflineRun:
         for e in emits:
             if e.topic in _OUTPUTS:
                 self.outputs.append(e.value)
+            if e.topic == topics.CARE_FLAGS.name and isinstance(e.value, FlagOutput):
+                queue.append((e.topic, e.key, e.value))
             # care.assignments is public and also read back by the patient stage.
             if e.topic in (topics.CARE_ASSIGNMENTS.name, topics.CARE_ASSIGNMENT_REQUESTS.name,
                            topics.CARE_EPISODE_COMMANDS.name):
@@ -85,11 +108,21 @@ class OfflineRun:
     def _run(self, queue: deque[tuple[str, str, Any]], now: datetime) -> None:
         while queue:
             topic, key, msg = queue.popleft()
+            if topic == topics.CARE_FLAGS.name:
+                assert isinstance(msg, FlagOutput)
+                self.referral_input(key, msg, now)
+                continue
             if topic == topics.CARE_ASSIGNMENT_REQUESTS.name:
                 assert isinstance(msg, TeamRequest)
                 team, emits = apply_team(self.teams.get(key), msg, ctx=self.ctx)
                 self.teams[key] = team
             else:
+                if topic == topics.CARE_EVENTS.name or (
+                        topic == topics.CARE_ASSIGNMENTS.name and
+                        isinstance(msg, AssignmentOutput)):
+                    # The referrals stage reads care.events and care.assignments too
+                    # (before the patient stage, as their own consumer would).
+                    self.referral_input(key, msg, now)
                 patient_msg: PatientInput = msg
                 if isinstance(msg, AssignmentOutput) and topic != topics.CARE_ASSIGNMENTS.name:
                     continue
@@ -102,6 +135,9 @@ class OfflineRun:
 def summary_line(output: Any, *, with_fhir: bool = False) -> dict[str, Any]:
     """The ``hub decide`` line of an output: its record, FHIR only when asked."""
     line = dump_output(output)
+    if isinstance(output, ReferralOutput) and not with_fhir:
+        # The agency copy holds the patient's name and address: shown only with --fhir.
+        line.pop("agency_copy", None)
     if not with_fhir:
         line.pop("fhir", None)
         line.pop("flag_resources", None)

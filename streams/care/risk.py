@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo
 
@@ -33,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from streams.care.charlson import (
     CharlsonResult,
     CodeSet,
+    Diagnoses,
     charlson,
+    diagnoses_key,
     format_icd10,
     icd10_codes,
     load_data,
@@ -162,6 +165,11 @@ def _find_code(value: str | None, options: Iterable[str]) -> str | None:
     """The configured option equal to ``value`` (see :class:`RiskConfig`), or None."""
     if value is None or not value.strip():
         return None
+    return _find_code_in(value, options if isinstance(options, tuple) else tuple(options))
+
+
+@lru_cache(maxsize=1024)
+def _find_code_in(value: str, options: tuple[str, ...]) -> str | None:
     key = _code_key(value)
     return next((opt for opt in options if _code_key(opt) == key), None)
 
@@ -309,6 +317,11 @@ def cms_conditions(diagnoses: Iterable[tuple[str, str | None]]) -> tuple[Conditi
     :func:`streams.care.charlson.is_icd10_system`). Ordered by condition (data-file
     order), then code; a code in two conditions appears under both.
     """
+    return _cms_conditions(diagnoses_key(diagnoses))
+
+
+@lru_cache(maxsize=4096)
+def _cms_conditions(diagnoses: Diagnoses) -> tuple[ConditionMatch, ...]:
     codes = sorted(icd10_codes(diagnoses))
     return tuple(
         ConditionMatch(cond.id, cond.name, code)
@@ -325,6 +338,11 @@ def social_needs(diagnoses: Iterable[tuple[str, str | None]]) -> tuple[Condition
     Z59.1, Z59.81), food (Z59.4), transportation (Z59.82) and economic (the rest).
     Ordered by category (data-file order), then code.
     """
+    return _social_needs(diagnoses_key(diagnoses))
+
+
+@lru_cache(maxsize=4096)
+def _social_needs(diagnoses: Diagnoses) -> tuple[ConditionMatch, ...]:
     best: dict[str, tuple[int, RuleCondition]] = {}
     for code in icd10_codes(diagnoses):
         for cond in SOCIAL_NEEDS:

@@ -158,6 +158,10 @@ class Manager(_Model):
     """No shifts means never on shift (e.g. on leave)."""
     pto: tuple[date, ...] = ()
     """Local dates off for the whole day."""
+    phone: str | None = None
+    """Work phone: community agencies get it as the referring case manager's contact."""
+    email: str | None = None
+    """Work email, for the same purpose."""
 
     @field_validator("timezone")
     @classmethod

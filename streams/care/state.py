@@ -17,8 +17,10 @@ OPEN_TASK_STATUSES = frozenset({"requested", "in-progress", "on-hold"})
 
 
 class _State(BaseModel):
-    # Not frozen: the engine copies (model_copy(deep=True)) before changing anything, so
-    # the caller's state is never mutated and "apply twice" can be compared with "once".
+    # Not frozen: the engine copies on write (a shallow copy of the patient, then of each
+    # episode it changes, with its tasks) before changing anything, so the caller's state
+    # is never mutated and "apply twice" can be compared with "once". A new state shares
+    # the parts it did not change with the old one: treat both as read-only.
     model_config = ConfigDict(extra="ignore")
 
 
@@ -89,6 +91,32 @@ class ManagerLink(_State):
     at: datetime
 
 
+class BufferedInput(_State):
+    """An input held back while a merge's history is on its way (see :class:`MergeWait`)."""
+
+    topic: str
+    """Catalogue topic name it was read from (how to decode it on replay)."""
+    value: dict[str, Any]
+    """The input as JSON, exactly as its model dumps it."""
+
+
+class MergeWait(_State):
+    """This key survived a merge (A40/A47) whose history has not arrived yet.
+
+    The prior key's state comes in two hops through ``care.episode-commands`` (handover
+    to the prior key, then absorb here); an admission read in between would be decided
+    without that history. So inputs wait here, in order, and are replayed right after
+    the absorb; after ``merge_wait_seconds`` or ``merge_buffer_max`` inputs the key stops
+    waiting and replays them anyway (counted in ``merge_waits_expired``).
+    """
+
+    awaiting: list[str]
+    """Cause event ids (the merge events) whose absorb has not arrived."""
+    since: datetime
+    """Processing time the wait began (the agent's clock, not the event's)."""
+    buffered: list[BufferedInput] = Field(default_factory=list)
+
+
 class PatientState(_State):
     key: str
     episodes: dict[str, EpisodeState] = Field(default_factory=dict)
@@ -107,3 +135,8 @@ class PatientState(_State):
     partition: int | None = None
     """The table partition this state lives on (set by the agent): the timer's tick for
     a partition passes over exactly the patients stored there."""
+    merge_wait: MergeWait | None = None
+    """Set while a merge's absorb is due here. None-valued fields are not stored, so a
+    state that never waited is stored exactly as before this field existed."""
+    merge_waits_expired: int | None = None
+    """How many times this key gave up waiting for an absorb (None: never)."""

@@ -75,7 +75,8 @@ def hub_process(bootstrap: str, *, idempotent: bool, role: str = "run",
         full_env.update(HUB_GROUP_SESSION_TIMEOUT_S="6", HUB_GROUP_REBALANCE_TIMEOUT_S="3")
     full_env.update(env or {})
     settings = Settings(
-        kafka_bootstrap=bootstrap, kafka_idempotence=idempotent, topic_prefix=prefix,
+        kafka_bootstrap=bootstrap, kafka_idempotence=idempotent,
+        topic_prefix=full_env["HUB_TOPIC_PREFIX"],
         app_id=full_env["HUB_APP_ID"], partitions=3,
         mllp_port=int(full_env["HUB_MLLP_PORT"]), http_port=int(full_env["HUB_HTTP_PORT"]),
         worker_web_port=int(full_env["HUB_WORKER_WEB_PORT"]),

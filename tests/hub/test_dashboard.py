@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import math
 import os
 import re
 import shutil
@@ -48,6 +49,12 @@ class Care:
                           {"team": "med", "manager": "cm-bo", "points": 31, "cap_points": 30}],
             "recent_escalations": [{"at": "2026-03-02T10:00:00+00:00", "team": "med",
                                     "reason": "no_capacity", "kind": "unassigned"}],
+            "end_to_end_latency_s": {"normalize": {
+                "buckets": [[0.01, 3], [0.05, 39], [1.0, 40], [math.inf, 40]],
+                "sum": 1.2, "count": 40}},
+            "referrals": {"requested": 4, "accepted": 2, "completed": 1},
+            "webhook_deliveries": {"foodbank": {"delivered": 5, "retried": 2, "failed": 2,
+                                                "exhausted": 1}},
         }
 
 
@@ -126,7 +133,18 @@ async def test_dashboard_shows_the_figures_of_data_json(tmp_path: Path) -> None:
         assert shown[f"{key}.points"] == str(row["points"])
         assert shown[f"{key}.cap_points"] == str(row["cap_points"])
     assert shown["escalations.0.reason"] == "no_capacity"
-    assert shown["lag.ehr.hl7v2/0.lag"] == "4"
+    assert shown["lag.ehr.hl7v2.lag"] == "7" and shown["lag.ehr.hl7v2.max_lag"] == "4"
+    # End-to-end latency: p50 and p95 fall in the 50 ms bucket.
+    assert stages["normalize"]["latency_p95_s"] == 0.05
+    assert shown["stages.normalize.latency_p95_s"] == "≤ 50 ms"
+    assert shown["stages.ingest.latency_p95_s"] == "—"
+    # Referrals by status and webhook outcomes (the referral stages' figures).
+    assert data["referrals"] == {"accepted": 2, "completed": 1, "requested": 4}
+    assert shown["referrals.requested.n"] == "4" and shown["referrals.completed.n"] == "1"
+    assert shown["webhooks.foodbank.delivered"] == "5"
+    assert shown["webhooks.foodbank.retried"] == "2"
+    assert shown["webhooks.foodbank.exhausted"] == "1"
+    assert shown["outputs.task.n"] == "9"
 
 
 @pytest.mark.slow
@@ -143,4 +161,6 @@ async def test_dashboard_says_when_care_stages_have_no_data(tmp_path: Path) -> N
     assert "has not reported caseloads yet" in dom, dom[dom.find("<header"):][:3000]
     assert "have not reported yet (no task or escalation data)" in dom
     assert "No feed has sent anything yet" in dom
+    assert "The referral stages have not reported yet." in dom
+    assert "No webhook delivery figures yet." in dom
     assert 'data-k="work.' not in dom

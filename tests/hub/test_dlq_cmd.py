@@ -137,6 +137,27 @@ async def test_dlq_list_show_replay_and_status(kafka_bootstrap: str,
         assert await _metric(hub, "hub_duplicates_total", 1, stage="normalize") == 1
         events = await _events_with(hub, expected, len(expected))
         assert len(events) == len(expected), "a replay never duplicates outputs"
+        # The same message from a third-party producer (no hub headers) gets the dedup
+        # key ingest and replay use (format + facility + control id): dropped too.
+        async with DurableProducer(hub.settings) as producer:
+            await producer.send(hub.settings.topic("ehr.hl7v2"), fixed,
+                                key=events[0]["patient"]["key"].encode(), headers=None,
+                                timeout=30)
+        assert await _metric(hub, "hub_duplicates_total", 2, stage="normalize") == 2
+        # The stages as the worker's sensor sees them: records, dead letters by code,
+        # end-to-end latency (received -> published).
+        assert (await _metric(hub, "hub_stage_processed_total", 3, stage="normalize")) == 3
+        assert await _metric(hub, "hub_end_to_end_latency_seconds_count", 3,
+                             stage="normalize") == 3
+        if not hub.settings.kafka_idempotence:
+            # The embedded broker has no InitProducerId: replay falls back by itself.
+            strict = hub.settings.model_copy(update={"kafka_idempotence": True})
+            args = build_parser().parse_args(["dlq", "replay", fixed_id])
+            buf = io.StringIO()
+            rc = await in_thread(lambda: run_dlq(args, strict, out=Console(file=buf, width=250),
+                                                 err=io.StringIO()))
+            assert rc == 0 and "replayed" in buf.getvalue(), buf.getvalue()
+            assert await _metric(hub, "hub_duplicates_total", 3, stage="normalize") == 3
 
         rc, out, _ = await in_thread(cli, hub, "replay", bad_id)
         assert rc == 1 and "still_fails" in out

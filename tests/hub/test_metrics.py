@@ -127,9 +127,11 @@ class CareFigures:
             "tasks_open": 6, "tasks_overdue": 1, "escalations_unassigned": 2,
             "caseloads": [{"team": "med", "manager": "cm-ana", "points": 12.5,
                            "cap_points": 30}],
-            "webhook_deliveries": {"foodbank": {"delivered": 3, "retried": 1}},
-            "end_to_end_latency_s": {"buckets": [[0.1, 2], [1.0, 5], [math.inf, 6]],
-                                     "sum": 3.5, "count": 6},
+            "webhook_deliveries": {"foodbank": {"delivered": 3, "retried": 1,
+                                                "exhausted": 1}},
+            "referrals": {"requested": 2, "accepted": 1},
+            "end_to_end_latency_s": {"care": {"buckets": [[0.1, 2], [1.0, 5], [math.inf, 6]],
+                                              "sum": 3.5, "count": 6}},
             **self.extra,
         }
 
@@ -151,8 +153,11 @@ def test_worker_figures_at_scrape_time() -> None:
     assert sample(text, "hub_caseload_points", team="med", manager="cm-ana") == 12.5
     assert sample(text, "hub_caseload_cap_points", team="med", manager="cm-ana") == 30
     assert sample(text, "hub_webhook_deliveries_total", agency="foodbank", outcome="retried") == 1
-    assert sample(text, "hub_end_to_end_latency_seconds_bucket", le="1.0") == 5
-    assert sample(text, "hub_end_to_end_latency_seconds_count") == 6
+    assert sample(text, "hub_webhook_deliveries_total", agency="foodbank",
+                  outcome="exhausted") == 1
+    assert sample(text, "hub_referrals", status="requested") == 2
+    assert sample(text, "hub_end_to_end_latency_seconds_bucket", le="1.0", stage="care") == 5
+    assert sample(text, "hub_end_to_end_latency_seconds_count", stage="care") == 6
     # Read live: the next scrape sees the counters' new values.
     counters.events = 10
     assert sample(m.render(), "hub_outputs_total", type="canonical_event") == 10
@@ -194,16 +199,31 @@ def test_registries_are_per_instance() -> None:
 
 
 def test_merge_figures() -> None:
+    def hist(a: int, b: int, total: float) -> dict[str, Any]:
+        return {"buckets": [[0.1, a], [math.inf, b]], "sum": total, "count": b}
+
     merged = merge_figures([
         {"stages": {"a": {"processed": 1, "dead_letters": {"x": 1}}}, "tasks_open": 1,
-         "caseloads": [1], "end_to_end_latency_s": {"count": 1}},
+         "caseloads": [1], "end_to_end_latency_s": {"care": hist(1, 2, 0.5)}},
         {"stages": {"a": {"processed": 2, "dead_letters": {"x": 1, "y": 1}}, "b": {}},
-         "tasks_open": 2, "caseloads": [2], "end_to_end_latency_s": {"count": 5}},
+         "tasks_open": 2, "caseloads": [2],
+         "end_to_end_latency_s": {"care": hist(3, 4, 1.0), "normalize": hist(1, 1, 0.0)}},
     ])
     assert merged == {"stages": {"a": {"processed": 3, "dead_letters": {"x": 2, "y": 1}},
                                  "b": {}},
                       "tasks_open": 3, "caseloads": [1, 2],
-                      "end_to_end_latency_s": {"count": 1}}
+                      "end_to_end_latency_s": {"care": hist(4, 6, 1.5),
+                                               "normalize": hist(1, 1, 0.0)}}
+    # Different bounds cannot be added: the first provider's histogram stands.
+    other = {"buckets": [[1.0, 1], [math.inf, 1]], "sum": 1.0, "count": 1}
+    assert merge_figures([{"h": hist(1, 1, 0.0)}, {"h": other}]) == {"h": hist(1, 1, 0.0)}
+
+
+def test_a_single_pipeline_histogram_is_still_read() -> None:
+    m = HubMetrics(Settings())
+    m.add_provider(CareFigures(end_to_end_latency_s={
+        "buckets": [[0.5, 1], [math.inf, 2]], "sum": 2.0, "count": 2}))
+    assert sample(m.render(), "hub_end_to_end_latency_seconds_count", stage="pipeline") == 2
 
 
 def test_every_declared_family_is_rendered_or_absent_by_design() -> None:

@@ -5,9 +5,19 @@ from datetime import UTC, datetime
 import pytest
 
 from hub.feed import FeedConfig, bad_messages, generate
+from mappers.hl7v2 import read_header
 from schemas.errors import ErrorCode, MappingError
 from schemas.records import HEADER_DEDUP_KEY, HEADER_DEFAULT_TZ, HEADER_RECEIVED_AT
-from streams.normalize import RawRecord, dedup_key, normalize, received_at
+from streams.normalize import (
+    HEADER_REPLAY_OF,
+    RawRecord,
+    dedup_key,
+    events_dedup_key,
+    message_dedup_key,
+    normalize,
+    received_at,
+    replay_key,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -34,7 +44,26 @@ def test_dedup_key_is_facility_and_control_id_unless_ingest_gave_one() -> None:
     assert dedup_key(RawRecord("hl7v2", raw, {})).startswith("hl7v2|GENHOSP|C")
     given = RawRecord("hl7v2", raw, {HEADER_DEDUP_KEY: b"x|y"})
     assert dedup_key(given) == "x|y"
-    assert dedup_key(RawRecord("fhir", b"{}", {})) == dedup_key(RawRecord("fhir", b"{}", {}))
+    # FHIR without ingest's header: only the mapped events name the message.
+    assert dedup_key(RawRecord("fhir", b"{}", {})) is None
+    # Unreadable HL7: a content id, stable for the same bytes.
+    assert dedup_key(RawRecord("hl7v2", b"junk", {})) == dedup_key(
+        RawRecord("hl7v2", b"junk", {}))
+
+
+def test_ingest_replay_and_third_parties_share_one_dedup_rule() -> None:
+    raw = next(iter(generate(FeedConfig(patients=1))))
+    header = read_header(raw)
+    events = normalize(RawRecord("hl7v2", raw, {}), now=datetime.now(UTC), default_tz="UTC",
+                       feed_timezones={})
+    # What ingest writes as a header, what hub dlq replay computes from the events, and
+    # what normalize computes for a record produced without headers are one key.
+    assert message_dedup_key("hl7v2", header.sending_facility, header.control_id or "") == \
+        events_dedup_key("hl7v2", events) == dedup_key(RawRecord("hl7v2", raw, {})) == \
+        f"hl7v2|GENHOSP|{header.control_id}"
+    assert events_dedup_key("fhir", []) is None
+    assert replay_key(RawRecord("hl7v2", raw, {})) is None
+    assert replay_key(RawRecord("hl7v2", raw, {HEADER_REPLAY_OF: b"dl-1"})) == "replay|dl-1"
 
 
 def test_received_at_header_wins_over_the_clock() -> None:

@@ -1,0 +1,603 @@
+"""The agency API, the case managers' referral view and the consent endpoint (HTTP).
+
+Agency endpoints (``Authorization: Bearer <agency token>``; the directory stores only
+``api.token_sha256``, compared in constant time):
+
+* ``GET /agency/referrals[?status=S]`` -> ``{"referrals": [AgencyReferral, ...]}``: the
+  calling agency's referrals only (their minimum-necessary copies, latest version each),
+  oldest first; an unknown ``status`` is a 400.
+* ``GET /agency/referrals/{id}`` -> one AgencyReferral; 404 when it does not exist *or*
+  belongs to another agency (the same answer, so ids cannot be probed).
+* ``POST /agency/referrals/{id}/status`` with ``{"status": "accepted|rejected|in-progress|
+  completed|cancelled", "reason": "<code>"}`` (``rejected`` needs a reason; a reason is a
+  code ``^[a-z0-9_.-]{1,64}$``, never free text) -> a ReferralUpdate on referrals.updates,
+  keyed by the patient key (which the agency never sees), written with acks=all and a
+  bounded wait -> 202 ``{"id": <update id>, "status": ...}``; 409 for a transition the
+  current status does not allow; 200 ``{"unchanged": true}`` when it already has that
+  status; 503 with Retry-After when Kafka did not take the update.
+
+Staff endpoints (``Authorization: Bearer <staff token>``, its SHA-256 in
+``HUB_STAFF_API_TOKEN_SHA256``):
+
+* ``GET /care/referrals[?status=S&manager=M&agency=A]`` -> ``{"referrals": [...]}``: the
+  hub's view (id, referral id, agency, need, status, attempt, manager, requested /
+  accepted / completed times, time to accept / complete) with no patient data.
+* ``POST /consent`` with ``{"patient": {"assigning_authority": "...", "mrn": "..."},
+  "referrals": "opt-out"|"opt-in", "source": "<code>"}`` or a FHIR R4 ``Consent``
+  (``patient.identifier``; ``provision.type`` deny = opt-out, permit = opt-in) -> a
+  ConsentRecord on config.consent keyed by the patient key -> 202.
+
+Every error is a FHIR OperationOutcome; 401s carry ``WWW-Authenticate: Bearer``. Nothing
+here logs a token, a patient key or a body: logs carry agency ids, referral task ids
+(referral-scoped, not PHI) and codes.
+
+The view is :class:`ReferralView`: it tails care.referrals into memory (task id -> latest
+ReferralOutput, the higher ``version`` wins) and config.agencies for the directory. A
+status just posted is remembered until the republished referral arrives, so a quick
+second POST (accepted, then completed) is checked against the status the agency set,
+not the one the view still shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from hub.ingest.core import FHIR_CONTENT_TYPE, _operation_outcome
+from hub.ingest.deadletter import Sender
+from hub.kafka import DurableWriteError, HubKafkaError, TopicTail
+from hub.logging import get_logger
+from hub.settings import Settings
+from schemas.canonical import derive_id, patient_key
+from schemas.referrals import (
+    AgencyReferral,
+    AgencyStatus,
+    ConsentRecord,
+    ReferralOutput,
+    ReferralStatus,
+    ReferralUpdate,
+)
+from schemas.topics import CARE_REFERRALS, CONFIG_AGENCIES, CONFIG_CONSENT, REFERRALS_UPDATES
+from streams.referrals.directory import Agency, Directory, DirectoryError, parse_directory
+
+__all__ = ["AGENCY_API_KEY", "AgencyApi", "DirectorySource", "ReferralView",
+           "add_agency_routes"]
+
+log = get_logger("hub.agency_api")
+
+REFERRAL_STATUSES: frozenset[str] = frozenset(get_args(ReferralStatus))
+AGENCY_STATUSES: frozenset[str] = frozenset(get_args(AgencyStatus))
+REASON = re.compile(r"^[a-z0-9_.-]{1,64}$")
+_SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_BODY = 16 * 1024
+"""Status and consent bodies are a few dozen bytes; anything big is refused unread."""
+AUTHORITY_URN_PREFIX = "urn:care-hub:authority:"
+
+try:  # the referral engine's transition table is the one source of truth when present
+    from streams.referrals.engine import TRANSITIONS as _TRANSITIONS
+except ImportError:  # pragma: no cover - the engine is built alongside this module
+    _TRANSITIONS = {
+        "requested": frozenset({"accepted", "rejected", "in-progress", "cancelled"}),
+        "accepted": frozenset({"in-progress", "completed", "cancelled"}),
+        "in-progress": frozenset({"completed", "cancelled"}),
+        "on-hold": frozenset({"in-progress", "completed", "cancelled"}),
+    }
+TRANSITIONS: dict[str, frozenset[str]] = dict(_TRANSITIONS)
+
+
+class DirectorySource(Protocol):
+    """The current agency directory (None until one is known)."""
+
+    def latest(self) -> Directory | None: ...
+
+
+# ------------------------------------------------------------------------- the view
+
+
+@dataclass(frozen=True)
+class _Pending:
+    status: str
+    update_id: str
+    based_on_version: int
+
+
+class ReferralView:
+    """care.referrals (and config.agencies) in memory, for the API. Also a DirectorySource.
+
+    ``apply`` / ``apply_directory`` are the pure parts (tests drive them directly); the
+    tail task feeds them from Kafka. ``ready`` turns true once both topics were read up
+    to their end once.
+    """
+
+    def __init__(self, settings: Settings | None = None, *,
+                 directory_file: Path | None = None, poll_s: float = 0.5) -> None:
+        self.settings = settings
+        self.poll_s = poll_s
+        self._by_id: dict[str, ReferralOutput] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._directory: Directory | None = None
+        self._directory_raw: bytes | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = False
+        self.rejected = 0
+        if directory_file is not None:
+            try:
+                self._directory = parse_directory(directory_file.read_text(encoding="utf-8"))
+            except (OSError, DirectoryError) as exc:
+                log.error("agency_directory_file_rejected", exc_type=type(exc).__name__)
+
+    # --- pure parts
+
+    def apply(self, out: ReferralOutput) -> bool:
+        """Keep ``out`` when newer than what is held; True if it was kept."""
+        held = self._by_id.get(out.id)
+        if held is not None and held.version >= out.version:
+            return False
+        self._by_id[out.id] = out
+        pending = self._pending.get(out.id)
+        if pending is not None and out.version > pending.based_on_version:
+            del self._pending[out.id]
+        return True
+
+    def apply_directory(self, raw: bytes) -> None:
+        if raw == self._directory_raw:
+            return
+        self._directory_raw = raw
+        try:
+            self._directory = Directory.from_json(raw)
+        except DirectoryError as exc:
+            log.error("agency_directory_rejected", problems=len(exc.problems))
+            return
+        log.info("agency_directory_applied", agencies=len(self._directory.agencies))
+
+    def latest(self) -> Directory | None:
+        return self._directory
+
+    def set_directory(self, directory: Directory) -> None:
+        self._directory = directory
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def mark_ready(self) -> None:
+        self._ready = True
+
+    def get(self, task_id: str) -> ReferralOutput | None:
+        return self._by_id.get(task_id)
+
+    def all(self) -> Iterable[ReferralOutput]:
+        return self._by_id.values()
+
+    def for_agency(self, agency_id: str) -> list[ReferralOutput]:
+        return sorted((r for r in self._by_id.values() if r.agency_id == agency_id),
+                      key=lambda r: (r.requested_at, r.id))
+
+    def effective_status(self, task_id: str) -> str | None:
+        """The status an update is checked against: one just posted, else the view's."""
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            return pending.status
+        out = self._by_id.get(task_id)
+        return out.status if out is not None else None
+
+    def posted(self, task_id: str, status: str, update_id: str) -> None:
+        out = self._by_id.get(task_id)
+        self._pending[task_id] = _Pending(status, update_id, out.version if out else 0)
+
+    # --- tailing
+
+    async def start(self) -> None:
+        if self._task is None and self.settings is not None:
+            self._task = asyncio.create_task(self._run(), name="referral-view")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Bounded: the task's cleanup closes two consumers, each already capped by
+            # _quiet_stop; a broker that vanished must not hold an app's shutdown.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+                await asyncio.wait_for(task, 15.0)
+
+    async def _run(self) -> None:
+        assert self.settings is not None
+        referrals = TopicTail(self.settings, CARE_REFERRALS.name)
+        agencies = TopicTail(self.settings, CONFIG_AGENCIES.name)
+        try:
+            while True:
+                try:
+                    await self._poll_once(referrals, agencies)
+                except HubKafkaError as exc:
+                    log.warning("referral_view_read_failed", exc_type=type(exc).__name__)
+                    await referrals.stop()
+                    await agencies.stop()
+                    await asyncio.sleep(2.0)
+                except Exception as exc:  # the view must keep running whatever arrives
+                    log.error("referral_view_failed", exc_type=type(exc).__name__)
+                    await asyncio.sleep(2.0)
+        finally:
+            await referrals.stop()
+            await agencies.stop()
+
+    async def _poll_once(self, referrals: TopicTail, agencies: TopicTail) -> None:
+        for rec in await agencies.poll(timeout=0.05):
+            if rec.value:
+                self.apply_directory(rec.value)
+        for rec in await referrals.poll(timeout=self.poll_s):
+            if not rec.value:
+                continue
+            try:
+                self.apply(ReferralOutput.model_validate_json(rec.value))
+            except ValidationError:
+                self.rejected += 1
+                log.warning("referral_view_record_rejected", topic=rec.topic,
+                            partition=rec.partition, offset=rec.offset)
+        if not self._ready and await referrals.caught_up() and await agencies.caught_up():
+            self._ready = True
+            log.info("referral_view_ready", referrals=len(self._by_id))
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _outcome(status: int, code: str, detail: str, issue_type: str,
+             headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(_operation_outcome(code, detail, issue_type=issue_type),
+                             status=status, headers=headers, content_type=FHIR_CONTENT_TYPE)
+
+
+def _unauthorized(realm: str, error: str | None) -> web.Response:
+    challenge = f'Bearer realm="{realm}"'
+    if error:
+        challenge += f', error="{error}"'
+    return _outcome(401, "unauthorized", "A valid bearer token is required.", "login",
+                    {"WWW-Authenticate": challenge})
+
+
+def _not_found() -> web.Response:
+    return _outcome(404, "not_found", "No such referral.", "not-found")
+
+
+def _unavailable(detail: str) -> web.Response:
+    return _outcome(503, "unavailable", detail, "transient", {"Retry-After": "5"})
+
+
+def _bad(detail: str, code: str = "invalid_request", status: int = 400) -> web.Response:
+    return _outcome(status, code, detail, "invalid")
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 512:
+        return None
+    return token
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
+    if request.content_type not in ("application/json", "application/fhir+json"):
+        return None, _outcome(415, "unsupported_media_type",
+                              "Content-Type must be application/json.", "not-supported")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return None, _outcome(413, "request_too_large",
+                              f"The body exceeds {MAX_BODY} bytes.", "too-costly")
+    try:
+        raw = await request.content.read(MAX_BODY + 1)
+    except Exception:
+        return None, _bad("The body could not be read.")
+    if len(raw) > MAX_BODY:
+        return None, _outcome(413, "request_too_large",
+                              f"The body exceeds {MAX_BODY} bytes.", "too-costly")
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        return None, _bad("The body is not valid JSON.", "invalid_json")
+
+
+# ------------------------------------------------------------------------------- api
+
+
+def _agency_copy(out: ReferralOutput) -> dict[str, Any]:
+    # The hub record's status is the one that moved; the copy inside it is what the agency
+    # may see. Only status fields are taken over (both are codes).
+    copy: AgencyReferral = out.agency_copy.model_copy(update={
+        "status": out.status, "status_reason": out.status_reason, "version": out.version})
+    return copy.model_dump(mode="json", exclude_none=True)
+
+
+def _staff_row(out: ReferralOutput) -> dict[str, Any]:
+    row = {
+        "id": out.id, "referral_id": out.referral_id, "agency": out.agency_id,
+        "need": out.need, "status": out.status, "status_reason": out.status_reason,
+        "attempt": out.attempt, "manager": out.manager_id, "version": out.version,
+        "requested_at": out.requested_at.isoformat(),
+        "accepted_at": out.accepted_at.isoformat() if out.accepted_at else None,
+        "completed_at": out.completed_at.isoformat() if out.completed_at else None,
+        "time_to_accept_s": out.time_to_accept_s,
+        "time_to_complete_s": out.time_to_complete_s,
+        "facility": out.facility,
+    }
+    outcome = getattr(out, "outcome", None)
+    if outcome is not None:
+        row["outcome"] = outcome
+    return row
+
+
+class AgencyApi:
+    """The routes' state: settings, the durable producer, the view and the directory."""
+
+    def __init__(self, settings: Settings, producer: Sender, view: ReferralView, *,
+                 directory: DirectorySource | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.view = view
+        self.directory = directory or view
+        self.clock = clock
+
+    # --- auth
+
+    def _agency(self, request: web.Request) -> Agency | web.Response:
+        token = _bearer(request)
+        if token is None:
+            return _unauthorized("agency", None)
+        directory = self.directory.latest()
+        if directory is None:
+            return _unavailable("The agency directory is not loaded yet.")
+        agency = directory.agency_for_token_hash(_sha256(token))
+        if agency is None:
+            log.info("agency_token_refused", path=request.path)
+            return _unauthorized("agency", "invalid_token")
+        return agency
+
+    def _staff(self, request: web.Request) -> web.Response | None:
+        token = _bearer(request)
+        if token is None:
+            return _unauthorized("staff", None)
+        want = self.settings.staff_api_token_sha256
+        # Compared even when unset, so an unconfigured hub takes as long to say no.
+        if not hmac.compare_digest(_sha256(token).encode(), (want or "-" * 64).encode()) \
+                or want is None:
+            log.info("staff_token_refused", path=request.path)
+            return _unauthorized("staff", "invalid_token")
+        return None
+
+    def _not_ready(self) -> web.Response | None:
+        if not self.view.ready:
+            return _unavailable("The referral view is still loading.")
+        return None
+
+    # --- agency endpoints
+
+    async def list_referrals(self, request: web.Request) -> web.Response:
+        agency = self._agency(request)
+        if isinstance(agency, web.Response):
+            return agency
+        status = request.query.get("status")
+        if status is not None and status not in REFERRAL_STATUSES:
+            return _bad(f"Unknown status; use one of {', '.join(sorted(REFERRAL_STATUSES))}.",
+                        "invalid_status")
+        if (err := self._not_ready()) is not None:
+            return err
+        rows = [_agency_copy(r) for r in self.view.for_agency(agency.id)
+                if status is None or r.status == status]
+        log.info("agency_referrals_listed", agency_id=agency.id, count=len(rows))
+        return web.json_response({"referrals": rows})
+
+    async def get_referral(self, request: web.Request) -> web.Response:
+        agency = self._agency(request)
+        if isinstance(agency, web.Response):
+            return agency
+        if (err := self._not_ready()) is not None:
+            return err
+        out = self.view.get(request.match_info["id"])
+        if out is None or out.agency_id != agency.id:
+            return _not_found()
+        return web.json_response(_agency_copy(out))
+
+    async def post_status(self, request: web.Request) -> web.Response:
+        agency = self._agency(request)
+        if isinstance(agency, web.Response):
+            return agency
+        task_id = request.match_info["id"]
+        if (err := self._not_ready()) is not None:
+            return err
+        out = self.view.get(task_id)
+        if out is None or out.agency_id != agency.id:
+            return _not_found()
+        body, err = await _json_body(request)
+        if err is not None:
+            return err
+        if not isinstance(body, dict) or set(body) - {"status", "reason"}:
+            return _bad('The body must be {"status": ..., "reason": ...} and nothing else.')
+        status, reason = body.get("status"), body.get("reason")
+        if status not in AGENCY_STATUSES:
+            return _bad(f"status must be one of {', '.join(sorted(AGENCY_STATUSES))}.",
+                        "invalid_status")
+        if reason is not None and (not isinstance(reason, str) or not REASON.match(reason)):
+            return _bad("reason must be a code matching ^[a-z0-9_.-]{1,64}$ (no free text).",
+                        "invalid_reason")
+        if status == "rejected" and reason is None:
+            return _bad("A rejection needs a reason code (e.g. no_capacity).", "missing_reason")
+        current = self.view.effective_status(task_id) or out.status
+        if status == current:
+            return web.json_response({"id": None, "status": status, "unchanged": True})
+        if status not in TRANSITIONS.get(current, frozenset()):
+            return _outcome(409, "invalid_transition",
+                            f"A referral in status {current} cannot become {status}.",
+                            "business-rule")
+        # Derived from what the agency saw and asked: a retried POST (lost answer) makes
+        # the same update id, which the referral engine applies once.
+        update_id = derive_id("referral-update", task_id, status, reason, out.version)
+        update = ReferralUpdate(id=update_id, referral_task_id=task_id, agency_id=agency.id,
+                                patient_key=out.patient_key, status=status, reason=reason,
+                                at=self.clock())
+        try:
+            await self.producer.send(REFERRALS_UPDATES.name,
+                                     update.model_dump_json(exclude_none=True).encode(),
+                                     key=out.patient_key.encode(),
+                                     timeout=self.settings.ack_timeout_s)
+        except DurableWriteError:
+            log.warning("referral_update_not_stored", agency_id=agency.id,
+                        referral_task_id=task_id, status=status)
+            return _unavailable("The update could not be stored; send it again.")
+        self.view.posted(task_id, status, update_id)
+        log.info("referral_update_accepted", agency_id=agency.id, referral_task_id=task_id,
+                 status=status, reason=reason, update_id=update_id)
+        return web.json_response({"id": update_id, "status": status}, status=202)
+
+    # --- staff endpoints
+
+    async def staff_referrals(self, request: web.Request) -> web.Response:
+        if (denied := self._staff(request)) is not None:
+            return denied
+        status = request.query.get("status")
+        if status is not None and status not in REFERRAL_STATUSES:
+            return _bad(f"Unknown status; use one of {', '.join(sorted(REFERRAL_STATUSES))}.",
+                        "invalid_status")
+        if (err := self._not_ready()) is not None:
+            return err
+        manager, agency = request.query.get("manager"), request.query.get("agency")
+        rows = [_staff_row(r) for r in sorted(self.view.all(),
+                                              key=lambda r: (r.requested_at, r.id))
+                if (status is None or r.status == status)
+                and (manager is None or r.manager_id == manager)
+                and (agency is None or r.agency_id == agency)]
+        return web.json_response({"referrals": rows})
+
+    async def post_consent(self, request: web.Request) -> web.Response:
+        if (denied := self._staff(request)) is not None:
+            return denied
+        body, err = await _json_body(request)
+        if err is not None:
+            return err
+        parsed = _consent(body)
+        if isinstance(parsed, str):
+            return _bad(parsed, "invalid_consent")
+        key, choice, source = parsed
+        record = ConsentRecord(patient_key=key, referrals=choice, at=self.clock(),
+                               source=source)
+        try:
+            await self.producer.send(CONFIG_CONSENT.name,
+                                     record.model_dump_json(exclude_none=True).encode(),
+                                     key=key.encode(), timeout=self.settings.ack_timeout_s)
+        except DurableWriteError:
+            log.warning("consent_not_stored", referrals=choice)
+            return _unavailable("The consent could not be stored; send it again.")
+        log.info("consent_recorded", referrals=choice, source=source)
+        return web.json_response({"referrals": choice, "at": record.at.isoformat()},
+                                 status=202)
+
+
+ConsentChoice = Literal["opt-out", "opt-in"]
+
+
+def _consent(body: Any) -> tuple[str, ConsentChoice, str | None] | str:
+    """``(patient key, "opt-out"|"opt-in", source)`` or a PHI-free error message."""
+    if not isinstance(body, dict):
+        return "The body must be a JSON object."
+    if body.get("resourceType") == "Consent":
+        return _fhir_consent(body)
+    if set(body) - {"patient", "referrals", "source"}:
+        return 'Allowed fields: "patient", "referrals", "source".'
+    patient = body.get("patient")
+    if not isinstance(patient, dict) or set(patient) - {"assigning_authority", "mrn"}:
+        return '"patient" must be {"assigning_authority": ..., "mrn": ...}.'
+    authority, mrn = patient.get("assigning_authority"), patient.get("mrn")
+    if not _id_ok(authority) or not _id_ok(mrn):
+        return "patient.assigning_authority and patient.mrn must be non-empty strings."
+    raw_choice = body.get("referrals")
+    if raw_choice not in ("opt-out", "opt-in"):
+        return '"referrals" must be "opt-out" or "opt-in".'
+    choice: ConsentChoice = "opt-out" if raw_choice == "opt-out" else "opt-in"
+    source = body.get("source")
+    if source is not None and (not isinstance(source, str) or not _SOURCE.match(source)):
+        return '"source" must be a code (letters, digits, _.:-), not a name.'
+    return patient_key(str(authority), str(mrn)), choice, source
+
+
+def _fhir_consent(res: dict[str, Any]) -> tuple[str, ConsentChoice, str | None] | str:
+    # Consent.patient.identifier names the patient (system = assigning authority, as the
+    # FHIR ingest reads it); Consent.provision.type deny = opt-out, permit = opt-in;
+    # a Consent with status inactive/rejected/entered-in-error lifts an opt-out.
+    ref = res.get("patient")
+    ident = ref.get("identifier") if isinstance(ref, dict) else None
+    if not isinstance(ident, dict):
+        return "Consent.patient.identifier (system and value) is required."
+    if not _id_ok(ident.get("system")) or not _id_ok(ident.get("value")):
+        return "Consent.patient.identifier needs a system and a value."
+    system, value = str(ident["system"]), str(ident["value"])
+    if system.startswith(AUTHORITY_URN_PREFIX) and len(system) > len(AUTHORITY_URN_PREFIX):
+        system = unquote(system[len(AUTHORITY_URN_PREFIX):])
+    provision = res.get("provision")
+    kind = provision.get("type") if isinstance(provision, dict) else None
+    status = res.get("status")
+    choice: ConsentChoice
+    if status in ("inactive", "rejected", "entered-in-error"):
+        choice = "opt-in"
+    elif status in ("active", None) and kind in ("deny", "permit"):
+        choice = "opt-out" if kind == "deny" else "opt-in"
+    else:
+        return "Consent needs status active with provision.type deny or permit."
+    return patient_key(system, value), choice, "fhir-consent"
+
+
+def _id_ok(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value.strip()) <= 200 and "|" not in value
+
+
+# ------------------------------------------------------------------------- wiring
+
+AGENCY_API_KEY = web.AppKey("agency_api", AgencyApi)
+
+
+def add_agency_routes(app: web.Application, api: AgencyApi, *, manage_view: bool = True
+                      ) -> None:
+    """Mount the endpoints; with ``manage_view`` the view starts and stops with ``app``."""
+    app[AGENCY_API_KEY] = api
+    app.router.add_get("/agency/referrals", api.list_referrals)
+    app.router.add_get("/agency/referrals/{id}", api.get_referral)
+    app.router.add_post("/agency/referrals/{id}/status", api.post_status)
+    app.router.add_get("/care/referrals", api.staff_referrals)
+    app.router.add_post("/consent", api.post_consent)
+    if manage_view:
+        async def _start(_: web.Application) -> None:
+            await api.view.start()
+
+        async def _stop(_: web.Application) -> None:
+            await api.view.stop()
+
+        app.on_startup.append(_start)
+        app.on_cleanup.append(_stop)
+
+
+def default_agency_api(settings: Settings, producer: Sender) -> AgencyApi:
+    """The API as ``hub run`` / ``hub ingest`` serve it: the view tails the broker (when
+    one is configured) and starts from the directory file (``HUB_AGENCIES_FILE``, else the
+    sample the worker also starts from) until a directory is pushed to config.agencies."""
+    from hub.commands.decide_cmd import DEFAULT_AGENCIES
+
+    file = settings.agencies_file or (DEFAULT_AGENCIES if DEFAULT_AGENCIES.exists() else None)
+    view = ReferralView(settings if settings.kafka_bootstrap else None,
+                        directory_file=Path(file) if file else None)
+    return AgencyApi(settings, producer, view)
+

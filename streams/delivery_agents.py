@@ -1,0 +1,306 @@
+"""Webhook delivery as a faust agent: a thin shell around :mod:`streams.referrals.delivery`.
+
+``webhook_deliveries`` (table ``deliveries``, keyed by job id) reads referrals.deliveries:
+each DeliveryJob is attempted at once (unless its agency just failed: then the next tick
+does it), and its state is stored, so a restart resumes pending deliveries from the
+table. A timer sends every active partition a tick (tables are only written from inside
+stream iteration, on the partition that owns the key); the tick pass retries what is
+due, gives up what is past its deadline and forgets finished deliveries after
+``retain_s``. The HTTP call is the hub's (``cfg.webhook_sender``): streams never import
+the hub or an HTTP client.
+
+Order of one delivery's work, and why (at-least-once towards the agency, made
+effectively-once by the Idempotency-Key header):
+1. Attempt the POST (bounded in time, so a black-holed endpoint holds the partition
+   for at most ``webhook_attempt_timeout_s`` per batch).
+2. For a delivery given up: publish the dead letter and wait for it.
+3. Only then store the new state. A crash between 1 and 3 sends the same job again with
+   the same idempotency key (the agency dedups); the opposite order could record a
+   delivery that never happened.
+Agent and table names are state identities: renaming one is a migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import faust
+import orjson
+import structlog
+from faust.types import EventT
+
+from schemas import topics as catalogue
+from schemas.care import TICK_KEY
+from schemas.records import (
+    PAYLOAD_LIMIT_BYTES,
+    DeadLetter,
+    SourceCoordinates,
+    dead_letter_id,
+)
+from schemas.referrals import DeliveryJob
+from streams.config import StreamsConfig
+from streams.referrals.delivery import (
+    AttemptOutcome,
+    DeliveryPolicy,
+    DeliveryState,
+    Transition,
+    expire,
+    forgettable,
+    is_due,
+    new_state,
+    record_attempt,
+)
+
+log = structlog.stdlib.get_logger("streams.deliveries")
+
+DELIVERIES_AGENT = "webhook_deliveries"
+DELIVERIES_TABLE = "deliveries"
+STAGE: Final = "deliveries"
+EXHAUSTED_CODE = "webhook_exhausted"
+
+
+
+class DeliveryFigures:
+    """Counts for metrics (a :class:`hub.metrics.FiguresProvider`; no PHI: agency ids and
+    outcome codes only). Outcomes: ``delivered`` (deliveries accepted), ``failed``
+    (attempts that failed), ``retried`` (retries scheduled), ``exhausted`` (deliveries
+    given up and dead-lettered)."""
+
+    def __init__(self) -> None:
+        self.by_agency: dict[str, dict[str, int]] = {}
+        self.processed = 0
+        self.failures = 0
+        self.pending = 0
+
+    def count(self, agency: str, outcome: str) -> None:
+        per = self.by_agency.setdefault(agency, {})
+        per[outcome] = per.get(outcome, 0) + 1
+
+    def figures(self) -> dict[str, Any]:
+        stage: dict[str, Any] = {"processed": self.processed}
+        exhausted = sum(o.get("exhausted", 0) for o in self.by_agency.values())
+        if exhausted:
+            stage["dead_letters"] = {EXHAUSTED_CODE: exhausted}
+        return {
+            "webhook_deliveries": {a: dict(o) for a, o in self.by_agency.items()},
+            "outputs": {"webhook": sum(o.get("delivered", 0)
+                                       for o in self.by_agency.values())},
+            "stages": {STAGE: stage},
+        }
+
+
+def _schema() -> faust.Schema:
+    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                        value_serializer="raw")
+
+
+def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
+    """Add the ``webhook_deliveries`` agent, its table and timer (needs a sender)."""
+    sender = cfg.webhook_sender
+    if sender is None:
+        raise ValueError("add_delivery_agents needs cfg.webhook_sender")
+    figures = DeliveryFigures()
+    policy = cfg.webhook_policy or DeliveryPolicy()
+    partitions = cfg.partitions or catalogue.REFERRALS_DELIVERIES.partitions
+    jobs_name = cfg.topic(catalogue.REFERRALS_DELIVERIES.name)
+    jobs_topic = app.topic(jobs_name, schema=_schema(), partitions=partitions,
+                           internal=False)
+    # key_type/value_type as well as the schema: faust picks the changelog serializers
+    # from the types (json when absent), and json-encoded changelog records of a raw
+    # table fail to load on recovery, so a restarted worker would never become ready.
+    table = app.Table(DELIVERIES_TABLE, default=None, schema=_schema(), key_type=bytes,
+                      value_type=bytes, partitions=partitions)
+    dlq_name = cfg.topic(catalogue.HUB_DLQ.name)
+    payloads_name = cfg.topic(catalogue.HUB_DLQ_PAYLOADS.name)
+    attempt_bound = cfg.webhook_attempt_timeout_s + 2.0
+    # Agency -> monotonic time until which new jobs wait for the tick instead of being
+    # tried inline: while an agency is down, its new jobs must not hold the partition.
+    cooling: dict[str, float] = {}
+
+    async def dead_letter(state: DeliveryState, reason: str) -> None:
+        job = state.job
+        now = datetime.now(UTC)
+        original = job.model_dump_json().encode()
+        source = (SourceCoordinates(topic=state.source_topic, partition=state.partition,
+                                    offset=state.source_offset)
+                  if state.source_topic is not None and state.partition is not None
+                  and state.source_offset is not None else None)
+        dl_id = dead_letter_id(stage=STAGE, transport="webhook", facility=None,
+                               message_id=job.id, original=original, source=source)
+        kept = original[:PAYLOAD_LIMIT_BYTES]
+        letter = DeadLetter(
+            id=dl_id, stage=STAGE, error_code=EXHAUSTED_CODE,
+            detail=(f"webhook delivery to agency {job.agency_id} given up after "
+                    f"{state.attempts} attempt(s); last outcome {reason}"),
+            source=source, transport="webhook", listener=job.agency_id,
+            content_type="application/json", message_id=job.id,
+            received_at=job.created_at, dead_lettered_at=now, original_size=len(original),
+            payload_stored=len(kept) == len(original),
+            payload_truncated_to=None if len(kept) == len(original) else len(kept),
+            attempts=max(1, state.attempts))
+        # The payload (the agency copy: PHI) first and delivered, then the PHI-free record
+        # that points at it, as every stage of the hub does.
+        fut = await app.producer.send(payloads_name, dl_id.encode(), kept, None, None, None)
+        await fut
+        fut = await app.producer.send(dlq_name, dl_id.encode(),
+                                      letter.model_dump_json(exclude_none=True).encode(),
+                                      None, None, None)
+        await fut
+        log.warning("delivery_dead_lettered", stage=STAGE, agency_id=job.agency_id,
+                    delivery_id=job.id, attempts=state.attempts, reason=reason,
+                    dead_letter_id=dl_id)
+
+    async def attempt(state: DeliveryState) -> AttemptOutcome:
+        number = state.attempts + 1
+        try:
+            return await asyncio.wait_for(sender(state.job, number), attempt_bound)
+        except TimeoutError:
+            return AttemptOutcome("timeout", code="attempt_timeout")
+        except Exception as exc:  # the sender should never raise; if it does, retry
+            log.error("webhook_sender_failed", agency_id=state.job.agency_id,
+                      delivery_id=state.job.id, exc_type=type(exc).__name__)
+            return AttemptOutcome("connect_error", code="sender_error")
+
+    async def settle(state: DeliveryState, new: DeliveryState, tr: Transition) -> DeliveryState:
+        """Count, log and (for a delivery given up) dead-letter one transition."""
+        agency = state.job.agency_id
+        if tr.kind == "delivered":
+            figures.count(agency, "delivered")
+            cooling.pop(agency, None)
+            log.info("delivery_delivered", agency_id=agency, delivery_id=state.job.id,
+                     attempts=new.attempts)
+        elif tr.kind in ("retrying", "exhausted") and new.attempts > state.attempts:
+            figures.count(agency, "failed")
+            cooling[agency] = time.monotonic() + policy.backoff_base_s
+        if tr.kind == "retrying":
+            figures.count(agency, "retried")
+            log.info("delivery_retry_scheduled", agency_id=agency, delivery_id=state.job.id,
+                     attempts=new.attempts, reason=tr.reason,
+                     next_attempt_at=new.next_attempt_at.isoformat()
+                     if new.next_attempt_at else None)
+        elif tr.kind == "exhausted":
+            figures.count(agency, "exhausted")
+            await dead_letter(new, tr.reason or "unknown")
+        return new
+
+    async def try_once(state: DeliveryState) -> DeliveryState:
+        outcome = await attempt(state)
+        new, tr = record_attempt(state, outcome, datetime.now(UTC), policy)
+        return await settle(state, new, tr)
+
+    def store(state: DeliveryState) -> None:
+        table[state.job.id.encode()] = state.model_dump_json(exclude_none=True).encode()
+
+    async def on_job(event: EventT) -> None:
+        msg = event.message
+        figures.processed += 1
+        job = DeliveryJob.model_validate_json(event.value)
+        if table.get(job.id.encode()) is not None:
+            # A redelivered job (same id = same referral version): never sent twice.
+            log.info("delivery_duplicate_ignored", agency_id=job.agency_id, delivery_id=job.id,
+                     topic=msg.topic, partition=msg.partition, offset=msg.offset)
+            return
+        now = datetime.now(UTC)
+        state = new_state(job, now, partition=msg.partition, source_topic=msg.topic,
+                          source_offset=msg.offset)
+        expired, tr = expire(state, now, policy)
+        if tr.kind == "exhausted":
+            state = await settle(state, expired, tr)
+        elif cooling.get(job.agency_id, 0.0) <= time.monotonic():
+            state = await try_once(state)
+        store(state)
+
+    async def tick(partition: int) -> None:
+        now = datetime.now(UTC)
+        due: list[DeliveryState] = []
+        pending = 0
+        for key, raw in list(table.items()):
+            state = DeliveryState.model_validate_json(raw)
+            if state.partition != partition:
+                continue
+            if forgettable(state, now, policy):
+                del table[key]
+                continue
+            expired, tr = expire(state, now, policy)
+            if tr.kind == "exhausted":
+                store(await settle(state, expired, tr))
+                continue
+            if not state.terminal:
+                pending += 1
+            if is_due(state, now):
+                due.append(state)
+        due.sort(key=lambda s: s.next_attempt_at or now)
+        # Batches of attempts at once, until the pass has used about one attempt's bound:
+        # what is left waits for the next tick, so the partition keeps moving.
+        started = time.monotonic()
+        while due and time.monotonic() - started < cfg.webhook_attempt_timeout_s:
+            batch, due = due[:cfg.webhook_concurrency], due[cfg.webhook_concurrency:]
+            for new in await asyncio.gather(*(try_once(s) for s in batch)):
+                store(new)
+        figures.pending = pending
+
+    async def guarded(event: EventT) -> None:
+        # faust acks an event whose agent raised and never processes it again: a job
+        # that cannot be handled is dead-lettered with its coordinates instead.
+        msg = event.message
+        try:
+            if event.key == TICK_KEY:
+                await tick(msg.partition)
+            else:
+                await on_job(event)
+        except Exception as exc:
+            figures.failures += 1
+            log.error("delivery_input_failed", stage=STAGE, exc_type=type(exc).__name__,
+                      topic=msg.topic, partition=msg.partition, offset=msg.offset)
+            if event.key != TICK_KEY:
+                await _dead_letter_input(event, exc)
+
+    async def _dead_letter_input(event: EventT, exc: Exception) -> None:
+        msg = event.message
+        try:
+            now = datetime.now(UTC)
+            original = event.value or b""
+            source = SourceCoordinates(topic=msg.topic, partition=msg.partition,
+                                       offset=msg.offset)
+            dl_id = dead_letter_id(stage=STAGE, transport="kafka", facility=None,
+                                   message_id=None, original=original, source=source)
+            kept = original[:PAYLOAD_LIMIT_BYTES]
+            code = ("invalid_resource" if type(exc).__name__ in
+                    ("ValidationError", "JSONDecodeError") else "internal_error")
+            letter = DeadLetter(
+                id=dl_id, stage=STAGE, error_code=code,
+                detail=f"{type(exc).__name__} in the {STAGE} stage", source=source,
+                transport="kafka", received_at=now, dead_lettered_at=now,
+                original_size=len(original), payload_stored=len(kept) == len(original),
+                payload_truncated_to=None if len(kept) == len(original) else len(kept))
+            fut = await app.producer.send(payloads_name, dl_id.encode(), kept, None, None,
+                                          None)
+            await fut
+            await app.producer.send(dlq_name, dl_id.encode(),
+                                    letter.model_dump_json(exclude_none=True).encode(),
+                                    None, None, None)
+        except Exception as exc2:
+            log.error("dead_letter_failed", exc_type=type(exc2).__name__, topic=msg.topic,
+                      partition=msg.partition, offset=msg.offset)
+
+    @app.agent(jobs_topic, name=DELIVERIES_AGENT)
+    async def deliveries_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await guarded(event)
+
+    @app.timer(interval=cfg.webhook_tick_interval_s)
+    async def deliveries_timer() -> None:
+        active = {tp.partition for tp in app.assignor.assigned_actives()
+                  if tp.topic == jobs_name}
+        at = orjson.dumps({"op": "tick", "at": datetime.now(UTC).isoformat()})
+        for partition in sorted(active):
+            try:
+                await app.producer.send(jobs_name, TICK_KEY, at, partition, None, None)
+            except Exception as exc:  # a missed tick is retried by the next one
+                log.warning("delivery_tick_failed", exc_type=type(exc).__name__,
+                            partition=partition)
+
+    return figures

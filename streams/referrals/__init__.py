@@ -1,0 +1,1 @@
+"""Community-agency referrals: the directory, need detection, matching and the pure engine."""

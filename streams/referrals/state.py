@@ -1,0 +1,114 @@
+"""Per-patient referral state, as stored in the ``referrals`` table (JSON in a changelog).
+
+The table's values are a contract with every worker that ever restores them: add fields
+with defaults; renaming or removing one is a migration. The state holds PHI (the
+demographic snapshot the agency copy is built from), like every per-patient table.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _State(BaseModel):
+    # Not frozen: the engine deep-copies before changing anything (apply twice == once).
+    model_config = ConfigDict(extra="ignore")
+
+
+class Demographics(_State):
+    """The latest non-empty values seen on care.events (what an agency may receive)."""
+
+    family_name: str | None = None
+    given_names: list[str] = Field(default_factory=list)
+    birth_date: date | None = None
+    phone: str | None = None
+    line: list[str] = Field(default_factory=list)
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    county: str | None = None
+    language: str | None = None
+
+
+class EpisodeInfo(_State):
+    key: str
+    """``<facility>|<visit number>`` (the care stage's encounter key)."""
+    facility: str | None = None
+    unit: str | None = None
+    class_: str | None = None
+    admit_at: datetime | None = None
+    discharge_at: datetime | None = None
+    disposition: str | None = None
+    diagnoses: list[tuple[str, str | None]] = Field(default_factory=list)
+    flag_reasons: list[tuple[str, list[str]]] = Field(default_factory=list)
+    """(reason code, factor codes) of the latest active risk record."""
+    manager_id: str | None = None
+    team: str | None = None
+    cancelled: bool = False
+    first_event_id: str | None = None
+
+
+class AgencyTask(_State):
+    """One agency asked for one need (a FHIR Task; ``task_id`` is the agency copy's id)."""
+
+    task_id: str
+    agency_id: str
+    attempt: int
+    status: str = "requested"
+    status_reason: str | None = None
+    version: int = 1
+    requested_at: datetime
+    updated_at: datetime
+    accepted_at: datetime | None = None
+    completed_at: datetime | None = None
+    cause_event_id: str
+    rule: str
+    outcome: str | None = None
+    sent_discharge: date | None = None
+    """The discharge date the agency's latest copy carries."""
+    sent_contact: list[str | None] = Field(default_factory=list)
+    """[name, phone, email] of the referring contact in the agency's latest copy."""
+
+
+class Referral(_State):
+    """One need of one episode (a FHIR ServiceRequest), re-referred across agencies."""
+
+    referral_id: str
+    episode_key: str
+    need: str
+    need_codes: list[str] = Field(default_factory=list)
+    rule: str
+    cause_event_id: str
+    created_at: datetime
+    tasks: list[AgencyTask] = Field(default_factory=list)
+    """Oldest first; the last one is the current agency."""
+    outcome: Literal["no_agency_available"] | None = None
+
+    def current(self) -> AgencyTask | None:
+        return self.tasks[-1] if self.tasks else None
+
+    def tried(self) -> list[str]:
+        return [t.agency_id for t in self.tasks]
+
+
+class ReferralPatientState(_State):
+    key: str
+    demographics: Demographics = Field(default_factory=Demographics)
+    protection: bool | None = None
+    deceased: bool = False
+    consent: Literal["opt-out", "opt-in"] | None = None
+    consent_at: datetime | None = None
+    episodes: dict[str, EpisodeInfo] = Field(default_factory=dict)
+    referrals: dict[str, Referral] = Field(default_factory=dict)
+    """referral id -> referral."""
+    ignored_updates: dict[str, int] = Field(default_factory=dict)
+    """Agency updates not applied, by reason (``invalid_transition``, ``wrong_agency``,
+    ``unknown_task``): counts for the metrics."""
+    seen: list[str] = Field(default_factory=list)
+    partition: int | None = None
+
+    def opted_out(self) -> bool:
+        return self.consent == "opt-out"

@@ -1,0 +1,177 @@
+"""Webhook delivery end to end on a real broker: the hub's worker, a real local receiver,
+and a hub restart in the middle of the retries.
+
+The receiver refuses every attempt (503) until the first hub is stopped, so the second
+hub has to resume the pending deliveries from the ``deliveries`` table; then it accepts
+each idempotency key once (and counts any request for a key it already accepted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from hub.kafka import DurableProducer, read_topic
+from hub.settings import Settings
+from schemas.referrals import DeliveryJob
+from streams.referrals.delivery import verify_signature
+
+from .hubproc import hub_process, wait_ready
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+SECRET = "e2e-webhook-secret"
+
+
+@dataclass
+class Receiver:
+    base: str = ""
+    open: bool = False
+    attempts: dict[str, int] = field(default_factory=dict)
+    accepted: dict[str, int] = field(default_factory=dict)
+    after_accept: dict[str, int] = field(default_factory=dict)
+    bad_signatures: int = 0
+    redirect_target_hits: int = 0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        key = request.headers.get("Idempotency-Key", "")
+        if not verify_signature(SECRET, request.headers.get("X-Hub-Signature"), body,
+                                now=time.time()):
+            rec.bad_signatures += 1
+            return web.Response(status=401)
+        rec.attempts[key] = rec.attempts.get(key, 0) + 1
+        if key in rec.accepted:  # a well-behaved receiver answers 200 again, and dedups
+            rec.after_accept[key] = rec.after_accept.get(key, 0) + 1
+            return web.Response(status=200)
+        if not rec.open:
+            return web.Response(status=503)
+        rec.accepted[key] = 1
+        return web.Response(status=202)
+
+    async def gone(_: web.Request) -> web.Response:
+        return web.Response(status=410)
+
+    async def moved(_: web.Request) -> web.Response:
+        raise web.HTTPFound("/target")
+
+    async def target(_: web.Request) -> web.Response:
+        rec.redirect_target_hits += 1
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_post("/gone", gone)
+    app.router.add_post("/moved", moved)
+    app.router.add_route("*", "/target", target)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rec.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield rec
+    await runner.cleanup()
+
+
+def _job(job_id: str, url: str) -> DeliveryJob:
+    return DeliveryJob(id=job_id, agency_id="springfield-housing", url=url,
+                       secret_env="E2E_AGENCY_SECRET",
+                       body=orjson.dumps({"id": f"task-{job_id}", "status": "requested"}
+                                         ).decode(),
+                       created_at=datetime.now(UTC), referral_task_id=f"task-{job_id}")
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_exactly_one_accepted_delivery_per_key_across_a_hub_restart(
+        kafka_bootstrap: str, kafka_idempotent: bool, receiver: Receiver,
+        tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "HUB_TOPIC_PREFIX": f"w{tag}.", "HUB_APP_ID": f"hub-w{tag}",
+        "HUB_STATE_DIR": str(tmp_path / "state"),
+        "HUB_WEBHOOK_ALLOW_INSECURE_LOOPBACK": "true",
+        "HUB_WEBHOOK_BACKOFF_BASE_S": "0.4", "HUB_WEBHOOK_BACKOFF_MAX_S": "1.0",
+        "HUB_WEBHOOK_TICK_INTERVAL_S": "0.3", "HUB_WEBHOOK_TIMEOUT_S": "3",
+        "E2E_AGENCY_SECRET": SECRET,
+    }
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, kafka_idempotence=kafka_idempotent,
+                        topic_prefix=env["HUB_TOPIC_PREFIX"], app_id=env["HUB_APP_ID"],
+                        partitions=3)
+    keys = ["job-a", "job-b"]
+    hook = f"{receiver.base}/hook"
+    with hub_process(kafka_bootstrap, idempotent=kafka_idempotent, env=env,
+                     tmp=tmp_path) as hub:
+        await wait_ready(hub, hub.http)
+        async with DurableProducer(settings, idempotent=kafka_idempotent) as producer:
+            jobs = [_job(k, hook) for k in keys]
+            jobs.append(jobs[0])  # the same job twice on the topic: sent once
+            jobs += [_job("job-gone", f"{receiver.base}/gone"),
+                     _job("job-moved", f"{receiver.base}/moved")]
+            for job in jobs:
+                await producer.send("referrals.deliveries", job.model_dump_json().encode(),
+                                    key=job.id.encode(), timeout=30)
+        # Retries happen (each key refused at least twice) before the restart.
+        await _until(lambda: all(receiver.attempts.get(k, 0) >= 2 for k in keys), 60,
+                     "retries before the restart")
+        letters = await _dead_letters(settings, 1)
+        assert "job-gone" in {dl["message_id"] for dl in letters}
+    before = dict(receiver.attempts)
+    assert not receiver.accepted
+    receiver.open = True
+    with hub_process(kafka_bootstrap, idempotent=kafka_idempotent, env=env,
+                     tmp=tmp_path) as hub2:
+        await wait_ready(hub2, hub2.http)
+        await _until(lambda: all(k in receiver.accepted for k in keys), 60,
+                     "deliveries after the restart")
+        await asyncio.sleep(2.0)  # several more ticks: nothing may be sent again
+        log = hub.log_text() + hub2.log_text()
+    assert receiver.accepted == {k: 1 for k in keys}
+    assert receiver.after_accept == {}, "a delivered job was sent again"
+    assert receiver.bad_signatures == 0
+    for k in keys:
+        assert receiver.attempts[k] > before[k], "the second hub resumed the delivery"
+    # A 410 and a redirect are given up and dead-lettered (the redirect is a failure that
+    # repeats, so its client-error budget runs out); the redirect target is never asked.
+    assert receiver.redirect_target_hits == 0
+    letters = await _dead_letters(settings, 1)
+    gone = [dl for dl in letters if dl["message_id"] == "job-gone"]
+    assert len(gone) == 1 and gone[0]["stage"] == "deliveries"
+    assert gone[0]["error_code"] == "webhook_exhausted" and "http_410" in gone[0]["detail"]
+    assert "job-a" not in {dl["message_id"] for dl in letters}
+    # The secret never reaches the log.
+    assert SECRET not in log
+
+
+async def _dead_letters(settings: Settings, n: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 30
+    letters: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        records = await read_topic(settings, "hub.dlq", timeout=5, min_records=n)
+        letters = [orjson.loads(r.value) for r in records if r.value]
+        if len(letters) >= n:
+            break
+        await asyncio.sleep(0.5)
+    return letters
