@@ -31,6 +31,15 @@ Every error is a FHIR OperationOutcome; 401s carry ``WWW-Authenticate: Bearer``.
 here logs a token, a patient key or a body: logs carry agency ids, referral task ids
 (referral-scoped, not PHI) and codes.
 
+Token guessing (:class:`AuthThrottle`): a client address that presented
+``HUB_API_AUTH_FAILURES_MAX`` bad bearer tokens (agency or staff) within
+``HUB_API_AUTH_WINDOW_S`` is answered 429 (OperationOutcome ``throttled``, with
+Retry-After) on every endpoint here, before its token is even looked at, until the
+oldest failure leaves the window. Refused requests do not count, so a client that
+stops is let in again on time. The address is the connection's peer: behind a reverse
+proxy every client shares the proxy's, so limit there too (or front the hub with one
+that rate-limits per client).
+
 The view is :class:`ReferralView`: it tails care.referrals into memory (task id -> latest
 ReferralOutput, the higher ``version`` wins) and config.agencies for the directory. A
 status just posted is remembered until the republished referral arrives, so a quick
@@ -44,7 +53,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import math
 import re
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,7 +85,7 @@ from schemas.referrals import (
 from schemas.topics import CARE_REFERRALS, CONFIG_AGENCIES, CONFIG_CONSENT, REFERRALS_UPDATES
 from streams.referrals.directory import Agency, Directory, DirectoryError, parse_directory
 
-__all__ = ["AGENCY_API_KEY", "AgencyApi", "DirectorySource", "ReferralView",
+__all__ = ["AGENCY_API_KEY", "AgencyApi", "AuthThrottle", "DirectorySource", "ReferralView",
            "add_agency_routes"]
 
 log = get_logger("hub.agency_api")
@@ -251,6 +263,54 @@ class ReferralView:
             log.info("referral_view_ready", referrals=len(self._by_id))
 
 
+# ------------------------------------------------------------------------ throttle
+
+
+class AuthThrottle:
+    """Failed authentications per client address in a sliding window (in memory, per
+    process). ``clock`` is monotonic seconds."""
+
+    def __init__(self, max_failures: int, window_s: float, *,
+                 clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000
+                 ) -> None:
+        self.max_failures, self.window_s, self.clock = max_failures, window_s, clock
+        self.max_clients = max_clients
+        self._failures: dict[str, deque[float]] = {}
+        self.refused = 0
+        """Requests answered 429 (for metrics)."""
+
+    def _recent(self, client: str, now: float) -> deque[float] | None:
+        q = self._failures.get(client)
+        if q is None:
+            return None
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        if not q:
+            del self._failures[client]
+            return None
+        return q
+
+    def retry_after(self, client: str) -> int | None:
+        """Whole seconds until ``client`` may try again, or None when it may now."""
+        now = self.clock()
+        q = self._recent(client, now)
+        if q is None or len(q) < self.max_failures:
+            return None
+        return max(1, math.ceil(q[-self.max_failures] + self.window_s - now))
+
+    def failed(self, client: str) -> bool:
+        """Count one bad token; True when this one reached the limit."""
+        now = self.clock()
+        q = self._recent(client, now)
+        if q is None:
+            if len(self._failures) >= self.max_clients:
+                # Bounded memory under a spray from many addresses: forget the oldest.
+                del self._failures[next(iter(self._failures))]
+            q = self._failures[client] = deque()
+        q.append(now)
+        return len(q) == self.max_failures
+
+
 # ---------------------------------------------------------------------------- errors
 
 
@@ -272,6 +332,13 @@ def _not_found() -> web.Response:
     return _outcome(404, "not_found", "No such referral.", "not-found")
 
 
+def _throttled(retry_after: int) -> web.Response:
+    return _outcome(429, "too_many_failed_authentications",
+                    "Too many requests with an invalid bearer token from this address; "
+                    "retry after the time in Retry-After.", "throttled",
+                    {"Retry-After": str(retry_after)})
+
+
 def _unavailable(detail: str) -> web.Response:
     return _outcome(503, "unavailable", detail, "transient", {"Retry-After": "5"})
 
@@ -287,6 +354,10 @@ def _bearer(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         return None
     return token
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 def _sha256(token: str) -> str:
@@ -318,9 +389,10 @@ async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
 
 def _agency_copy(out: ReferralOutput) -> dict[str, Any]:
     # The hub record's status is the one that moved; the copy inside it is what the agency
-    # may see. Only status fields are taken over (both are codes).
+    # may see. Only status fields are taken over (both are codes). The version stays the
+    # copy's own (the one its webhook and topic record carry), not the hub record's.
     copy: AgencyReferral = out.agency_copy.model_copy(update={
-        "status": out.status, "status_reason": out.status_reason, "version": out.version})
+        "status": out.status, "status_reason": out.status_reason})
     return copy.model_dump(mode="json", exclude_none=True)
 
 
@@ -347,16 +419,36 @@ class AgencyApi:
 
     def __init__(self, settings: Settings, producer: Sender, view: ReferralView, *,
                  directory: DirectorySource | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 throttle: AuthThrottle | None = None) -> None:
         self.settings = settings
         self.producer = producer
         self.view = view
         self.directory = directory or view
         self.clock = clock
+        self.throttle = throttle or AuthThrottle(settings.api_auth_failures_max,
+                                                 settings.api_auth_window_s)
 
     # --- auth
 
+    def _throttled(self, request: web.Request) -> web.Response | None:
+        wait = self.throttle.retry_after(_client(request))
+        if wait is None:
+            return None
+        self.throttle.refused += 1
+        return _throttled(wait)
+
+    def _bad_token(self, request: web.Request, realm: str) -> web.Response:
+        if self.throttle.failed(_client(request)):
+            # Once per client and window, not per refused request (no log flood).
+            log.warning("api_auth_throttled", realm=realm, path=request.path,
+                        failures=self.throttle.max_failures,
+                        window_s=self.throttle.window_s)
+        return _unauthorized(realm, "invalid_token")
+
     def _agency(self, request: web.Request) -> Agency | web.Response:
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
         token = _bearer(request)
         if token is None:
             return _unauthorized("agency", None)
@@ -366,10 +458,12 @@ class AgencyApi:
         agency = directory.agency_for_token_hash(_sha256(token))
         if agency is None:
             log.info("agency_token_refused", path=request.path)
-            return _unauthorized("agency", "invalid_token")
+            return self._bad_token(request, "agency")
         return agency
 
     def _staff(self, request: web.Request) -> web.Response | None:
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
         token = _bearer(request)
         if token is None:
             return _unauthorized("staff", None)
@@ -378,7 +472,7 @@ class AgencyApi:
         if not hmac.compare_digest(_sha256(token).encode(), (want or "-" * 64).encode()) \
                 or want is None:
             log.info("staff_token_refused", path=request.path)
-            return _unauthorized("staff", "invalid_token")
+            return self._bad_token(request, "staff")
         return None
 
     def _not_ready(self) -> web.Response | None:

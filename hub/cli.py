@@ -43,13 +43,16 @@ def cmd_run(args: argparse.Namespace, roles: set[str]) -> int:
                 staff_token.encode()).hexdigest()
         else:
             staff_token = None
+        from hub.demo import demo_overrides
+
+        overrides = {**demo_overrides(os.environ), **overrides}
     settings = _settings(**overrides)
     after = None
     if getattr(args, "demo", False):
         from hub.demo import replay_and_summarise
 
         after = partial(replay_and_summarise, exit_after=args.exit, patients=args.patients,
-                        staff_token=staff_token)
+                        staff_token=staff_token, live=args.trickle)
     return runner.run(settings, roles=roles, after_start=after)
 
 
@@ -181,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="replay the synthetic feed, summarise")
     p.add_argument("--exit", action="store_true", help="with --demo: exit after the summary")
     p.add_argument("--patients", type=int, default=20)
+    p.add_argument("--trickle", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --demo and without --exit: keep sending new patients "
+                        "(a message every 1-3 s) after the summary")
     p.set_defaults(func=lambda a: cmd_run(a, {"ingest", "worker"}))
     p = sub.add_parser("ingest", help="MLLP and HTTP ingest only")
     add_ports(p)

@@ -172,7 +172,7 @@ def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
         "tasks_open": figs.get("tasks_open"),
         "tasks_overdue": figs.get("tasks_overdue"),
         "escalations_unassigned": figs.get("escalations_unassigned"),
-        "recent_escalations": (list(figs["recent_escalations"])[:20]
+        "recent_escalations": (_escalations(figs["recent_escalations"])
                                if "recent_escalations" in figs else None),
         "referrals": ({str(k): int(v) for k, v in sorted(figs["referrals"].items())}
                       if isinstance(figs.get("referrals"), Mapping) else None),
@@ -181,6 +181,19 @@ def dashboard_data(metrics: HubMetrics, rates: RateTracker, *,
 
 
 WEBHOOK_OUTCOMES = ("delivered", "retried", "failed", "exhausted")
+# What a recent escalation may show: when, the roster team, codes. An entry's other
+# keys (a provider handing over a whole output by mistake) never reach the page.
+ESCALATION_KEYS = ("at", "team", "kind", "reason", "task_kind")
+_RECENT_SHOWN = 20
+
+
+def _escalations(raw: Any) -> list[dict[str, str | None]]:
+    rows = []
+    for entry in list(raw or ())[:_RECENT_SHOWN]:
+        if isinstance(entry, Mapping):
+            rows.append({k: (None if entry.get(k) is None else str(entry[k]))
+                         for k in ESCALATION_KEYS})
+    return rows
 
 
 def _webhooks(raw: Any) -> list[dict[str, Any]] | None:

@@ -1,17 +1,20 @@
-"""``make demo``: replay the synthetic feed through MLLP and show what came out."""
+"""``make demo``: replay the synthetic feed through MLLP and show what came out, then
+keep a gentle live trickle of new patients going so the dashboard moves."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
-from hub.feed import FeedConfig, bad_messages, generate
+from hub.feed import FeedConfig, TrickleConfig, bad_messages, generate, trickle
 from hub.logging import get_logger
 from hub.mllp_client import MllpClient
 from hub.settings import Settings
@@ -28,6 +31,24 @@ from schemas.topics import (
 
 log = get_logger("hub.demo")
 
+# The demo feed's silence expectation: the trickle sends every 1-3 s, so half a minute
+# without a message means it stopped (``--no-trickle`` shows the flag turning red).
+DEMO_FEED_SILENCE = {FeedConfig.facility: {"default_s": 30.0}}
+# The care timer escalates overdue tasks and closes episodes; a minute (the production
+# default) is long to stare at a dashboard for.
+DEMO_TICK_INTERVAL_S = 5.0
+
+
+def demo_overrides(environ: Mapping[str, str]) -> dict[str, object]:
+    """Settings the demo sets unless the environment already does: a silence rule for
+    its feed and a faster care timer. Production never gets them (only ``--demo``)."""
+    out: dict[str, object] = {}
+    if "HUB_FEED_SILENCE" not in environ:
+        out["feed_silence"] = DEMO_FEED_SILENCE
+    if "HUB_CARE_TICK_INTERVAL_S" not in environ:
+        out["care_tick_interval_s"] = DEMO_TICK_INTERVAL_S
+    return out
+
 
 def _ack_code(ack: bytes) -> str:
     for seg in ack.replace(b"\n", b"\r").split(b"\r"):
@@ -38,9 +59,12 @@ def _ack_code(ack: bytes) -> str:
 
 async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_after: bool,
                                patients: int = 20, console: Console | None = None,
-                               staff_token: str | None = None) -> int | None:
+                               staff_token: str | None = None, live: bool = True
+                               ) -> int | None:
     """Send the feed, wait for the events, print a summary. Returns an exit status when
-    ``exit_after`` (0 = every good message became an event), else None (keep serving)."""
+    ``exit_after`` (0 = every good message became an event); else, with ``live``,
+    trickles new patients until cancelled (the hub stopping), and returns None (keep
+    serving) if the trickle ends by itself."""
     from hub.kafka import read_topic
 
     console = console or Console()
@@ -101,10 +125,55 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
     log.info("demo_summarised", sent=len(messages), events=len(events),
              dead_letters=len(dlq), status="ok" if ok else "incomplete")
     if not exit_after:
+        http_port = getattr(ingest_role.ingest, "http_port", None) or settings.http_port
         console.print(f"Serving: MLLP on {settings.mllp_host}:{port}, HTTP on "
-                      f"{settings.http_host}:{settings.http_port}. Ctrl-C to stop.")
+                      f"{settings.http_host}:{http_port}. Ctrl-C to stop.")
+        console.print(f"Dashboard: http://{_browsable(settings.http_host)}:{http_port}"
+                      f"/dashboard")
+        if live:
+            console.print("A trickle of synthetic ADT (new patients, one message every "
+                          "1-3 s) keeps the dashboard moving.")
+            await run_trickle(settings.mllp_host, port)
         return None
     return 0 if ok else 1
+
+
+def _browsable(host: str) -> str:
+    # A wildcard bind address is not something a browser can open.
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+async def run_trickle(host: str, port: int, *, start: datetime | None = None,
+                      cfg: TrickleConfig | None = None, limit: int | None = None) -> int:
+    """Send ``hub.feed.trickle`` over MLLP, pacing by its gaps, until cancelled (or
+    ``limit`` messages). A lost connection (the hub stopping) ends it quietly; returns
+    the number of messages ACKed."""
+    start = start or datetime.now(UTC)
+    cfg = cfg or TrickleConfig()
+    sent = 0
+    acks: Counter[str] = Counter()
+    log.info("demo_trickle_started", facility=cfg.facility)
+    try:
+        async with MllpClient(host, port, timeout=30.0) as client:
+            for gap, message in trickle(start, cfg):
+                if limit is not None and sent >= limit:
+                    break
+                await asyncio.sleep(gap)
+                acks[_ack_code(await client.send(message))] += 1
+                sent += 1
+                if sent % 100 == 0:
+                    log.info("demo_trickle_progressed", sent=sent,
+                             acked=acks["AA"] + acks["CA"])
+    except asyncio.CancelledError:  # the hub is stopping (Ctrl-C)
+        log.info("demo_trickle_stopped", sent=sent, acked=acks["AA"] + acks["CA"],
+                 reason="cancelled")
+        raise
+    except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
+        log.info("demo_trickle_stopped", sent=sent, acked=acks["AA"] + acks["CA"],
+                 reason=type(exc).__name__)
+        return acks["AA"] + acks["CA"]
+    log.info("demo_trickle_stopped", sent=sent, acked=acks["AA"] + acks["CA"], reason="limit")
+    return acks["AA"] + acks["CA"]
 
 
 async def _referral_loop(settings: Settings, ingest_role: Any, staff_token: str | None,
@@ -124,7 +193,7 @@ async def _referral_loop(settings: Settings, ingest_role: Any, staff_token: str 
         result = await run_loop(settings, f"http://127.0.0.1:{port}", directory, staff_token)
     except (LoopError, OSError) as exc:
         console.print(f"[red]Referral loop did not close: {exc}[/red]")
-        log.warning("demo_referral_loop_failed", error=type(exc).__name__)
+        log.warning("demo_referral_loop_failed", exc_type=type(exc).__name__)
         return False
     render(result, console)
     log.info("demo_referral_loop_closed", agency_id=result.agency_id, steps=len(result.steps))

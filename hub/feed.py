@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 FAMILY = ["RIVERA", "CHEN", "OKAFOR", "NOVAK", "HASSAN", "KOWALSKI", "SANTOS", "MURPHY",
           "IBARRA", "LINDQVIST", "MBEKI", "TANAKA", "DUBOIS", "ROSSI", "PATEL", "NGUYEN"]
@@ -38,6 +38,10 @@ class FeedConfig:
     facility: str = "GENHOSP"
     start: datetime = datetime(2026, 11, 2, 8, 0)
     bad_messages: bool = True
+
+
+_FEED_ZONE = timezone(timedelta(hours=-5))
+"""The offset every timestamp of this feed carries (``_ts``)."""
 
 
 def _ts(at: datetime) -> str:
@@ -143,3 +147,133 @@ def bad_messages(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
     # An ADT with no patient identifier.
     yield (f"MSH|^~\\&|EPICADT|{cfg.facility}|CAREHUB|HUB|{at}||ADT^A01|BAD2|P|2.5.1\r"
            f"EVN|A01|{at}\rPID|1||||NOBODY^NOONE\rPV1|1|I\r").encode()
+
+
+# ------------------------------------------------------------------ live trickle
+@dataclass(frozen=True)
+class TrickleConfig:
+    """A slow, endless feed for a live demo: new patients keep arriving and leaving.
+
+    Patient numbers start at ``first_patient`` (far above ``generate()``'s) and control
+    ids carry the start time, so nothing the trickle sends is a duplicate of the replay
+    or of an earlier run against the same broker.
+    """
+
+    seed: int = 11
+    facility: str = "GENHOSP"
+    first_patient: int = 900_000
+    min_gap_s: float = 1.0
+    max_gap_s: float = 3.0
+    census: int = 6
+    """Patients in the house the trickle aims at: it admits while fewer are in."""
+    units: tuple[str, ...] = tuple(UNITS)
+
+
+@dataclass
+class _Stay:
+    pid: str
+    visit: str
+    unit: str
+    room: int
+    admitted: datetime | None
+    emergent: bool
+    dg1: list[str]
+    in1: list[str]
+    steps: list[str]
+    """Triggers still to send, in order (A04 first for an ED arrival, A03 last)."""
+
+
+def trickle(start: datetime, cfg: TrickleConfig = TrickleConfig()) -> Iterator[tuple[float, bytes]]:
+    """Yield ``(gap_s, message)`` forever: wait ``gap_s`` seconds, then send ``message``.
+
+    ``start`` (aware) is when the first message is due; each message is stamped with
+    ``start`` plus the gaps so far, so a sender pacing itself by the gaps stamps messages
+    with the wall clock. Deterministic for (``start``, ``cfg``). Journeys follow
+    ``generate()``'s: an ED registration for most, admission with diagnoses, sometimes a
+    transfer, an update, a discharge; several patients are in the house at once.
+    """
+    rnd = random.Random(cfg.seed)
+    at = start.astimezone(_FEED_ZONE).replace(tzinfo=None)
+    stamp = int(start.timestamp())
+    fcfg = FeedConfig(facility=cfg.facility)
+    in_house: list[_Stay] = []
+    admitted = sent = 0
+    while True:
+        gap = round(rnd.uniform(cfg.min_gap_s, cfg.max_gap_s), 3)
+        at += timedelta(seconds=gap)
+        if not in_house or (len(in_house) < cfg.census and rnd.random() < 0.5):
+            stay = _new_stay(rnd, cfg, cfg.first_patient + admitted)
+            admitted += 1
+            in_house.append(stay)
+        else:
+            stay = rnd.choice(in_house)
+        trigger = stay.steps.pop(0)
+        if not stay.steps:
+            in_house.remove(stay)
+        sent += 1
+        yield gap, _stay_message(fcfg, stay, trigger, f"T{stamp}{sent:06d}", at, rnd,
+                                 cfg.units)
+
+
+def _new_stay(rnd: random.Random, cfg: TrickleConfig, n: int) -> _Stay:
+    family, given = rnd.choice(FAMILY), rnd.choice(GIVEN)
+    birth = f"19{rnd.randint(30, 90)}{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}"
+    pid = (f"PID|1||MRN{n}^^^{cfg.facility}^MR||{family}^{given}^Q||{birth}|"
+           f"{rnd.choice('MF')}|||{rnd.randint(10, 999)} MAIN ST^^SPRINGFIELD^MA^"
+           f"0110{rnd.randint(3, 9)}^^^^HAMPDEN||^PRN^PH^^1^413^555{rnd.randint(1000, 9999)}"
+           f"||{rnd.choice(['en', 'es'])}")
+    dx = rnd.sample(DIAGNOSES, k=rnd.randint(1, 3))
+    emergent = rnd.random() < 0.6
+    steps = (["A04"] if emergent else []) + ["A01"]
+    if rnd.random() < 0.4:
+        steps.append("A02")
+    steps += ["A08", "A03"]
+    return _Stay(
+        pid=pid, visit=f"V{n}", unit=rnd.choice(cfg.units), room=rnd.randint(100, 499),
+        admitted=None, emergent=emergent,
+        dg1=[f"{code}^{text}^I10" for code, text in dx],
+        in1=[f"IN1|1|PLAN{rnd.randint(1, 3)}|PAYER{rnd.randint(1, 4)}|"
+             f"{rnd.choice(['Medicare', 'Medicaid', 'Acme Health'])}"],
+        steps=steps)
+
+
+def _stay_message(cfg: FeedConfig, stay: _Stay, trigger: str, control: str, at: datetime,
+                  rnd: random.Random, units: tuple[str, ...]) -> bytes:
+    def pv1(cls: str, unit: str, visit: str, admit: datetime, discharge: datetime | None = None,
+            disposition: str = "", prior: str = "") -> str:
+        fields = [""] * 46
+        fields[0], fields[1], fields[2] = "PV1", "1", cls
+        fields[3] = f"{unit}^{stay.room}^A^{cfg.facility}"
+        fields[4] = "E" if stay.emergent else "R"
+        fields[6] = prior
+        fields[7] = "1122334455^HOUSE^GREGORY^^^DR"
+        fields[10] = "MED"
+        fields[14] = "7" if stay.emergent else "1"
+        fields[19] = visit
+        fields[36] = disposition
+        fields[44] = _ts(admit)
+        fields[45] = _ts(discharge) if discharge else ""
+        return "|".join(fields).rstrip("|")
+
+    def dg1(codes: list[str]) -> list[str]:
+        return [f"DG1|{i + 1}||{c}||{_ts(at)}|A" for i, c in enumerate(codes)]
+
+    if trigger == "A04":
+        return _msg(cfg, "A04", control, at, stay.pid,
+                    pv1("E", "ED", "E" + stay.visit[1:], at), dg1(stay.dg1[:1]))
+    if trigger == "A01":
+        stay.admitted = at
+        return _msg(cfg, "A01", control, at, stay.pid, pv1("I", stay.unit, stay.visit, at),
+                    dg1(stay.dg1) + stay.in1)
+    admitted = stay.admitted or at
+    if trigger == "A02":
+        prior = stay.unit
+        stay.unit = rnd.choice([u for u in units if u != prior] or [prior])
+        return _msg(cfg, "A02", control, at, stay.pid,
+                    pv1("I", stay.unit, stay.visit, admitted, prior=f"{prior}^101^A"), [])
+    if trigger == "A08":
+        return _msg(cfg, "A08", control, at, stay.pid, pv1("I", stay.unit, stay.visit, admitted),
+                    dg1(stay.dg1) + stay.in1)
+    return _msg(cfg, "A03", control, at, stay.pid,
+                pv1("I", stay.unit, stay.visit, admitted, at, rnd.choice(DISPOSITIONS)),
+                dg1(stay.dg1))

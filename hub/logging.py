@@ -34,7 +34,13 @@ ALLOWED_KEYS: frozenset[str] = frozenset(
         # figures
         "count", "events", "size", "bytes", "latency_ms", "duration_ms", "elapsed_s",
         "timeout_s", "attempt", "attempts", "partitions", "records", "sent", "acked",
-        "rejected", "dead_letters", "duplicates", "mapped",
+        "rejected", "dead_letters", "duplicates", "mapped", "failures", "problems", "steps",
+        "referrals", "agencies", "managers", "teams", "waits_expired", "window_s",
+        # referral and delivery coordinates (agency ids and codes; hub-made ids; the
+        # target is a hashed patient ref). Consent "source" stays out: it is free text.
+        "agency_id", "agency_version", "delivery_id", "referral_task_id", "update_id",
+        "need", "rule", "op", "outcome", "realm", "replay", "dedup", "next_attempt_at",
+        "target_ref",
     }
 )
 REDACTED = "[redacted]"

@@ -64,6 +64,7 @@ def watch_worker(ops: Ops, settings: Settings, app: Any, counters: Any) -> None:
     ops.readiness.add("worker", faust_check(app))
     sensor = StreamsSensor(settings.topic_prefix)
     app.sensors.add(sensor)
+    app.on_produce_message.connect(sensor.on_produce_message)
     ops.metrics.add_provider(sensor)
     # Processed and dead-letter counts come from the sensor (by stage and code);
     # normalize's own counters add what only it knows.
@@ -109,6 +110,10 @@ E2E_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                                   10.0, 30.0, 60.0, 300.0, math.inf)
 _REMEMBERED_SOURCES = 50_000
 _RECENT = 20
+# Escalation outputs are the only records carrying this (orjson writes no spaces).
+_ESCALATION_MARK = b'"type":"escalation"'
+# Escalation rule -> the dashboard's kind; the unassigned ones come from assignments.
+_ESCALATION_KINDS = {"task.overdue": "overdue_task", "referral.no_agency": "no_agency"}
 
 
 class LatencyHistogram:
@@ -161,7 +166,12 @@ class StreamsSensor(faust.Sensor):
       name their raw record in ``hub-source``, whose receipt time is remembered here;
       the two topics are co-partitioned, so one worker sees both);
     * unassigned escalations, from the assignment outputs the episodes stage reads
-      back (team and reason code only).
+      back (team and reason code only);
+    * the other escalations (overdue tasks, referrals with no agency left), from the
+      produce path: no agent reads ``care.escalations`` back, and the care stages
+      publish through the app's producer, which faust's send sensors do not see, so
+      :meth:`on_produce_message` is connected to the app's ``on_produce_message``
+      signal (see :func:`watch_worker`).
 
     Hooks run on the event loop for every record, so each is a few dict operations.
     """
@@ -180,7 +190,7 @@ class StreamsSensor(faust.Sensor):
         self.latency: dict[str, LatencyHistogram] = {}
         self.unassigned = 0
         self.recent: deque[dict[str, Any]] = deque(maxlen=_RECENT)
-        self._seen_assignments: OrderedDict[str, None] = OrderedDict()
+        self._seen_outputs: OrderedDict[str, None] = OrderedDict()
         self._received: OrderedDict[bytes, float] = OrderedDict()
 
     # ------------------------------------------------------------ faust hooks
@@ -237,6 +247,31 @@ class StreamsSensor(faust.Sensor):
         if state is not None:
             self.dead_letters[state] = self.dead_letters.get(state, 0) + 1
 
+    # ----------------------------------------------------- app signal (producer)
+    def on_produce_message(self, sender: Any = None, key: bytes | None = None,
+                           value: bytes | None = None, *args: Any, **kwargs: Any) -> None:
+        """Every record the app's producer sends (the signal carries no topic): the
+        escalation outputs among them go to the recent list. Runs in the send path, so
+        a substring test first, and it never raises."""
+        try:
+            if not isinstance(value, bytes) or _ESCALATION_MARK not in value:
+                return
+            out = orjson.loads(value)
+            if not isinstance(out, dict) or out.get("type") != "escalation":
+                return
+            rule = str(out.get("rule") or "")
+            if rule.startswith("assignment."):
+                return  # counted from its assignment output, see _assignment
+            if not self._first_time(str(out.get("id") or "")):
+                return
+            entry = {"at": out.get("decided_at"), "team": out.get("team"),
+                     "reason": out.get("reason"), "kind": _ESCALATION_KINDS.get(rule, "other")}
+            if out.get("task_kind"):
+                entry["task_kind"] = out["task_kind"]
+            self.recent.append(entry)
+        except Exception as exc:  # a sensor must never disturb the stream
+            log.warning("sensor_failed", reason=type(exc).__name__, stage="produce")
+
     # ---------------------------------------------------------------- figures
     def figures(self) -> dict[str, Any]:
         stages: dict[str, dict[str, Any]] = {
@@ -249,7 +284,7 @@ class StreamsSensor(faust.Sensor):
         out: dict[str, Any] = {"stages": stages}
         if self.latency:
             out["end_to_end_latency_s"] = {k: h.figures() for k, h in self.latency.items()}
-        if self.processed.get("episodes") or self.unassigned:
+        if self.processed.get("episodes") or self.unassigned or self.recent:
             out["escalations_unassigned"] = self.unassigned
             out["recent_escalations"] = list(reversed(self.recent))
         return out
@@ -260,18 +295,24 @@ class StreamsSensor(faust.Sensor):
         if len(self._received) > _REMEMBERED_SOURCES:
             self._received.popitem(last=False)
 
+    def _first_time(self, output_id: str) -> bool:
+        """False for an output seen before (a redelivery or a resend after a crash:
+        the same deterministic id)."""
+        if output_id in self._seen_outputs:
+            return False
+        self._seen_outputs[output_id] = None
+        if len(self._seen_outputs) > _REMEMBERED_SOURCES:
+            self._seen_outputs.popitem(last=False)
+        return True
+
     def _assignment(self, value: Any) -> None:
         if not isinstance(value, bytes | str):
             return
         out = orjson.loads(value)
         if not isinstance(out, dict) or out.get("status") != "unassigned":
             return
-        output_id = str(out.get("id") or "")
-        if output_id in self._seen_assignments:
-            return  # a redelivered output (same deterministic id)
-        self._seen_assignments[output_id] = None
-        if len(self._seen_assignments) > _REMEMBERED_SOURCES:
-            self._seen_assignments.popitem(last=False)
+        if not self._first_time(str(out.get("id") or "")):
+            return
         self.unassigned += 1
         self.recent.append({"at": out.get("decided_at"), "team": out.get("team"),
                             "reason": out.get("reason"), "kind": "unassigned"})

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     staff_api_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     """Hex SHA-256 of the bearer token for the staff endpoints (``/care/referrals``,
     ``/consent``); unset = those endpoints answer 401 to everyone."""
+    api_auth_failures_max: int = Field(default=10, ge=1)
+    """Bad bearer tokens (agency or staff endpoints) one client address may present within
+    ``api_auth_window_s``; past that it is answered 429 with Retry-After until the
+    oldest failure leaves the window (``HUB_API_AUTH_FAILURES_MAX``)."""
+    api_auth_window_s: float = Field(default=300.0, gt=0, le=86400)
+    """The sliding window for ``api_auth_failures_max`` (``HUB_API_AUTH_WINDOW_S``)."""
 
     # Observability
     feed_silence: dict[str, FeedSilenceRule] = Field(default_factory=dict)

@@ -93,10 +93,8 @@ async def health_live(_: web.Request) -> web.Response:
 
 class WebServer:
     """An aiohttp application on a host and port, started and stopped as a listener
-    (the bound port is known after start, so ``port=0`` works in tests).
-
-    The ingest HTTP server (:class:`hub.ingest.http.HttpServer`) has the same
-    lifecycle; it can become a subclass with ``make_app`` and its shutdown bound.
+    (the bound port is known after start, so ``port=0`` works in tests). Subclasses:
+    :class:`OpsServer` and the ingest server, :class:`hub.ingest.http.HttpServer`.
     """
 
     listener = "http"
@@ -107,6 +105,8 @@ class WebServer:
         self.shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
         self._bound: int | None = None
+        # Logged under the subclass's module (hub.ingest.http for the ingest server).
+        self.log = get_logger(type(self).__module__)
 
     @property
     def port(self) -> int:
@@ -127,15 +127,15 @@ class WebServer:
         self._runner = runner
         addresses: list[Any] = list(runner.addresses)
         self._bound = int(addresses[0][1]) if addresses else self._port
-        log.info("listener_started", transport="http", listener=self.listener,
-                 host=self.host, port=self.port)
+        self.log.info("listener_started", transport="http", listener=self.listener,
+                      host=self.host, port=self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             # Graceful: stops accepting, waits for in-flight requests (bounded).
             await runner.cleanup()
-            log.info("listener_stopped", transport="http", listener=self.listener)
+            self.log.info("listener_stopped", transport="http", listener=self.listener)
 
 
 class OpsServer(WebServer):

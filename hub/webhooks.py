@@ -36,6 +36,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -45,20 +46,25 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from pydantic import SecretStr
 
+from hub.ingest.deadletter import Sender
+from hub.kafka import HubKafkaError
 from hub.logging import get_logger
 from hub.settings import Settings
+from schemas.records import DeadLetter
 from schemas.referrals import DeliveryJob
+from schemas.topics import REFERRALS_DELIVERIES
 from streams.referrals.delivery import (
     ATTEMPT_HEADER,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     AttemptOutcome,
     DeliveryPolicy,
+    replay_job,
     signature_header,
 )
 
 __all__ = ["PolicyError", "TargetRefusedError", "WebhookRole", "WebhookSender",
-           "check_address", "check_url", "delivery_policy"]
+           "check_address", "check_url", "delivery_policy", "requeue_delivery"]
 
 log = get_logger("hub.webhooks")
 
@@ -294,3 +300,33 @@ class WebhookRole(mode.Service):
 
     async def on_stop(self) -> None:
         await self.sender.close()
+
+
+async def requeue_delivery(settings: Settings, producer: Sender | None, letter: DeadLetter,
+                           payload: bytes | None, *, now: datetime | None = None
+                           ) -> tuple[str, str]:
+    """``hub dlq replay`` of a dead letter of the ``deliveries`` stage: put the delivery
+    back on referrals.deliveries (:func:`streams.referrals.delivery.replay_job`: same id
+    and body, a fresh 24 h of retries), where the delivery stage starts it again once per
+    dead letter. ``producer`` None is a dry run. Returns ``(outcome, detail)`` as the
+    command reports them: ``replayed`` with the coordinates written, ``dry_run`` with the
+    topic, or ``skipped`` with a code (``payload_missing``,
+    ``still_fails:invalid_resource``, ``write_failed``)."""
+    if payload is None:
+        return "skipped", "payload_missing"
+    try:
+        job = replay_job(payload, letter.id, now or datetime.now(UTC))
+    except ValueError:
+        return "skipped", "still_fails:invalid_resource"
+    topic = settings.topic(REFERRALS_DELIVERIES.name)
+    if producer is None:
+        return "dry_run", topic
+    try:
+        partition, offset = await producer.send(
+            topic, job.model_dump_json(exclude_none=True).encode(), key=job.id.encode(),
+            timeout=settings.ack_timeout_s)
+    except HubKafkaError:
+        return "skipped", "write_failed"
+    log.info("delivery_requeued", dead_letter_id=letter.id, agency_id=job.agency_id,
+             delivery_id=job.id, topic=topic, partition=partition, offset=offset)
+    return "replayed", f"{topic}/{partition}/{offset}"

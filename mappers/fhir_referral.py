@@ -33,6 +33,8 @@ Inside a Bundle, the ServiceRequest, Task and Patient point at each other by the
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import date, datetime
 from typing import Any, Final
 
@@ -63,6 +65,7 @@ __all__ = [
     "SDOHCC_SYSTEM",
     "STATUS_REASON_SYSTEM",
     "agency_bundle",
+    "agency_content_hash",
     "agency_copy",
     "agency_patient",
     "hub_bundle",
@@ -150,6 +153,17 @@ def agency_copy(*, task_id: str, referral_id: str, agency_id: str, status: str,
     if render_fhir:
         copy = copy.model_copy(update={"fhir": agency_bundle(copy)})
     return copy
+
+
+def agency_content_hash(copy: AgencyReferral) -> str:
+    """Hex SHA-256 of what an agency copy says: every :class:`AgencyReferral` field except
+    ``version``, ``updated_at`` and ``fhir`` (which only follow from the others). Two
+    copies with the same hash tell the agency the same thing, so the second is not sent.
+    """
+    data = copy.model_dump(mode="json", exclude={"version", "updated_at", "fhir"},
+                           exclude_none=True)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --- FHIR --------------------------------------------------------------------------------

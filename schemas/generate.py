@@ -28,6 +28,7 @@ from schemas.referrals import (
     AgencyReferral,
     ConsentRecord,
     DeliveryJob,
+    ReferralCommand,
     ReferralOutput,
     ReferralUpdate,
 )
@@ -47,6 +48,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "referral": ReferralOutput,
     "agency-referral": AgencyReferral,
     "referral-update": ReferralUpdate,
+    "referral-command": ReferralCommand,
     "consent": ConsentRecord,
     "delivery-job": DeliveryJob,
 }

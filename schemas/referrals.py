@@ -176,3 +176,29 @@ class DeliveryJob(_Model):
     created_at: AwareDatetime
     referral_task_id: str
     version: int = 1
+    replay_of: str | None = None
+    """Set by ``hub dlq replay`` on a delivery given up before: the dead letter's id. The
+    job keeps its id (the agency's Idempotency-Key) and gets a fresh ``created_at``; the
+    delivery stage restarts a given-up delivery for it once per dead letter."""
+
+
+class ReferralCommand(_Model):
+    """Internal (on ``referrals.updates``, keyed by the patient key it is for): how referral
+    state moves between patient keys on a merge (A40/A47), mirroring the care stage's
+    ``PatientCommand`` on care.episode-commands. Each key's state is only ever touched by
+    its own partition: the survivor asks the prior key to ``handover``; the prior key
+    answers ``absorb`` (its whole state) to the survivor and from then on forwards
+    whatever still reaches it (agency updates addressed to the old key, late events).
+    ``type`` tells it apart from a :class:`ReferralUpdate` on the same topic."""
+
+    type: Literal["command"] = "command"
+    op: Literal["handover", "absorb", "forward"]
+    cause_event_id: str
+    """The merge event (handover, absorb) or the forwarded input's id (forward)."""
+    decided_at: AwareDatetime
+    target_key: str
+    """The surviving patient key."""
+    state: dict[str, Any] | None = None
+    """absorb: the prior key's referral state (streams.referrals.state, as JSON)."""
+    message: dict[str, Any] | None = None
+    """forward: ``{"topic": <catalogue topic>, "value": <the input as JSON>}``."""

@@ -143,7 +143,8 @@ CARE_REFERRALS = TopicSpec(
 REFERRALS_UPDATES = TopicSpec(
     name="referrals.updates", key=_PATIENT, value="ReferralUpdate", partitions=6,
     retention_ms=90 * DAY_MS,
-    description="Agency status changes (accepted, rejected, in-progress, completed, ...).",
+    description="Agency status changes (accepted, rejected, in-progress, completed, ...), "
+                "and the referral stage's own merge commands (ReferralCommand, type=command).",
 )
 REFERRALS_DELIVERIES = TopicSpec(
     name="referrals.deliveries", key="delivery id", value="DeliveryJob", partitions=6,

@@ -281,7 +281,7 @@ def _log_merge_wait(old: PatientState | None, new: PatientState, key: bytes | st
     before = (old.merge_waits_expired or 0) if old is not None else 0
     if (new.merge_waits_expired or 0) > before:
         raw = key.decode() if isinstance(key, bytes) else (key or "")
-        log.warning("merge_wait_expired", patient=patient_ref(raw), partition=partition,
+        log.warning("merge_wait_expired", patient_ref=patient_ref(raw), partition=partition,
                     offset=offset, waits_expired=new.merge_waits_expired)
 
 

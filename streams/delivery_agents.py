@@ -52,6 +52,7 @@ from streams.referrals.delivery import (
     is_due,
     new_state,
     record_attempt,
+    restarts,
 )
 
 log = structlog.stdlib.get_logger("streams.deliveries")
@@ -198,11 +199,18 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
         msg = event.message
         figures.processed += 1
         job = DeliveryJob.model_validate_json(event.value)
-        if table.get(job.id.encode()) is not None:
-            # A redelivered job (same id = same referral version): never sent twice.
-            log.info("delivery_duplicate_ignored", agency_id=job.agency_id, delivery_id=job.id,
-                     topic=msg.topic, partition=msg.partition, offset=msg.offset)
-            return
+        held = table.get(job.id.encode())
+        if held is not None:
+            if not restarts(DeliveryState.model_validate_json(held), job):
+                # A redelivered job (same id = same referral version): never sent twice.
+                log.info("delivery_duplicate_ignored", agency_id=job.agency_id,
+                         delivery_id=job.id, replay=job.replay_of is not None,
+                         topic=msg.topic, partition=msg.partition, offset=msg.offset)
+                return
+            # ``hub dlq replay`` of a delivery given up: a fresh start, same idempotency key.
+            log.info("delivery_replay_started", agency_id=job.agency_id, delivery_id=job.id,
+                     dead_letter_id=job.replay_of, topic=msg.topic, partition=msg.partition,
+                     offset=msg.offset)
         now = datetime.now(UTC)
         state = new_state(job, now, partition=msg.partition, source_topic=msg.topic,
                           source_offset=msg.offset)

@@ -27,7 +27,7 @@ from faust.types import EventT
 from schemas import topics as catalogue
 from schemas.canonical import patient_ref
 from schemas.errors import ErrorCode, MappingError
-from schemas.referrals import ReferralOutput
+from schemas.referrals import ReferralCommand, ReferralOutput
 from streams.care.config import CareConfig, parse_rules
 from streams.care.engine import Emit
 from streams.care.roster import Roster, parse_roster
@@ -128,8 +128,11 @@ def add_referral_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
                       value_type=bytes, partitions=partitions)
 
     def context() -> ReferralContext:
+        # The merge wait is the care stage's: one setting for how long a survivor waits.
         return ReferralContext(config=care.referrals, directory=directory.get(cfg.agencies_feed),
-                               roster=roster.get(cfg.roster_feed))
+                               roster=roster.get(cfg.roster_feed),
+                               merge_wait_s=care.episode.merge_wait_seconds,
+                               merge_buffer_max=care.episode.merge_buffer_max)
 
     async def publish(emits: list[Emit]) -> None:
         pending = [await app.producer.send(cfg.topic(e.topic), e.key.encode(), e.value_bytes(),
@@ -154,8 +157,16 @@ def add_referral_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
                 log.info("referral_published", rule=e.value.rule, status=e.value.status,
                          need=e.value.need, agency_id=e.value.agency_id,
                          attempt=e.value.attempt, version=e.value.version,
+                         agency_version=e.value.agency_copy.version,
                          patient_ref=patient_ref(key), topic=msg.topic,
                          partition=msg.partition, offset=msg.offset)
+            elif isinstance(e.value, ReferralCommand):
+                log.info("referral_merge_command_sent", op=e.value.op,
+                         patient_ref=patient_ref(key), target_ref=patient_ref(e.key),
+                         topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        if new.merge_waits_expired > (state.merge_waits_expired if state else 0):
+            log.warning("referral_merge_wait_expired", patient_ref=patient_ref(key),
+                        partition=msg.partition, offset=msg.offset)
 
     @app.agent(inputs, name=REFERRALS_AGENT)
     async def referrals_agent(stream: Any) -> None:

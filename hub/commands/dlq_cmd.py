@@ -40,6 +40,7 @@ from rich.table import Table
 from hub.kafka import DurableProducer, HubKafkaError, Record, fetch_record, read_topic
 from hub.logging import get_logger
 from hub.settings import Settings
+from hub.webhooks import requeue_delivery
 from mappers.fhir import map_fhir
 from mappers.hl7v2 import map_hl7v2, read_header
 from schemas.canonical import CanonicalEvent
@@ -163,6 +164,13 @@ async def replay_one(settings: Settings, producer: DurableProducer | None, d: De
     """Send one dead letter's original back to its raw topic (``producer`` None: dry run)."""
     if not d.payload_stored:
         return ReplayResult(d.id, "skipped", "payload_truncated")
+    if d.stage == "deliveries":
+        # A webhook delivery (given up, or unreadable): re-queued on referrals.deliveries,
+        # not sent through normalize. --force does not apply.
+        payload = await load_payload(settings, d.id)
+        outcome, detail = await requeue_delivery(
+            settings, producer, d, payload.value if payload is not None else None)
+        return ReplayResult(d.id, outcome, detail)
     topic = target_topic(d, settings.topic_prefix)
     if topic is None:
         return ReplayResult(d.id, "skipped", "unknown_format")
@@ -326,18 +334,26 @@ def add_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     lp = actions.add_parser("list", help="dead letters (codes and coordinates, no PHI)")
     lp.add_argument("--since", help="2h, 30m, 7d or an ISO-8601 time")
-    lp.add_argument("--stage", choices=("ingest", "normalize", "replay"))
+    lp.add_argument("--stage", choices=("ingest", "normalize", "replay", "deliveries"))
     lp.add_argument("--code", help="error code, e.g. missing_patient_identifier")
     lp.add_argument("--limit", type=int, default=0, help="only the N most recent")
     sp = actions.add_parser("show", help="one dead letter")
     sp.add_argument("id", help="dead letter id (or a unique prefix)")
     sp.add_argument("--payload", action="store_true",
                     help="also print the original message (PHI, from hub.dlq-payloads)")
-    rp = actions.add_parser("replay", help="send dead letters back through normalize")
+    rp = actions.add_parser(
+        "replay", help="send dead letters back through normalize",
+        description="Send dead letters back through normalize. Dead letters of the "
+        "deliveries stage (webhook deliveries given up) are re-queued on "
+        "referrals.deliveries instead: same Idempotency-Key and body, a fresh retry "
+        "window (HUB_WEBHOOK_MAX_AGE_S); fix the cause first (agency URL in the "
+        "directory, its secret_env on the worker, the receiver). Each dead letter "
+        "restarts its delivery once; the body carries its version, so a receiver keeps "
+        "the highest it has seen.")
     rp.add_argument("ids", nargs="*", help="dead letter ids (or unique prefixes)")
     rp.add_argument("--all", action="store_true", help="every dead letter (see --since)")
     rp.add_argument("--since", help="with --all: 2h, 30m, 7d or an ISO-8601 time")
-    rp.add_argument("--stage", choices=("ingest", "normalize", "replay"))
+    rp.add_argument("--stage", choices=("ingest", "normalize", "replay", "deliveries"))
     rp.add_argument("--code")
     rp.add_argument("--force", action="store_true",
                     help="send even what the current mappers still reject")

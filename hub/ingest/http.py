@@ -24,21 +24,18 @@ when it could not be stored. Wrong content type: 415; body over
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from hub.logging import get_logger
 from hub.settings import Settings
+from hub.web import Ops, WebServer, add_ops_routes
 from schemas.errors import AckCode
 
 from .core import FHIR_CONTENT_TYPE, HL7_CONTENT_TYPE, Ingestor, _operation_outcome
 
 if TYPE_CHECKING:
     from hub.agency_api import AgencyApi
-    from hub.web import Ops
-
-log = get_logger("hub.ingest.http")
 
 HL7_TYPES = frozenset(
     {"text/plain", "x-application/hl7-v2+er7", "application/hl7-v2", "application/edi-hl7"}
@@ -132,8 +129,6 @@ def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
     app.router.add_post("/fhir/Encounter", post_fhir)
     app.router.add_get("/health/live", health_live)
     if ops is not None:
-        from hub.web import add_ops_routes
-
         add_ops_routes(app, ops)
     # The agency API, staff referral view and consent endpoint (hub/agency_api.py).
     from hub.agency_api import add_agency_routes, default_agency_api
@@ -142,37 +137,22 @@ def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
     return app
 
 
-class HttpServer:
+class HttpServer(WebServer):
+    """The ingest HTTP listener (``HUB_HTTP_HOST``:``HUB_HTTP_PORT``; ``port=0`` binds a
+    free one, read back from :attr:`port` after start)."""
+
+    listener = "http"
+
     def __init__(self, ingestor: Ingestor, settings: Settings, *, host: str | None = None,
                  port: int | None = None, ops: Ops | None = None) -> None:
+        # An in-flight request waits at most the ACK timeout for Kafka, plus as long
+        # again for a dead letter: stop lets it finish.
+        super().__init__(host if host is not None else settings.http_host,
+                         port if port is not None else settings.http_port,
+                         shutdown_timeout_s=2 * settings.ack_timeout_s + 1)
         self.ingestor = ingestor
         self.settings = settings
         self.ops = ops
-        self.host = host if host is not None else settings.http_host
-        self._port = port if port is not None else settings.http_port
-        self._runner: web.AppRunner | None = None
-        self._bound: int | None = None
 
-    @property
-    def port(self) -> int:
-        return self._bound if self._bound is not None else self._port
-
-    async def start(self) -> None:
-        runner = web.AppRunner(make_http_app(self.ingestor, self.settings, self.ops),
-                               access_log=None,
-                               shutdown_timeout=2 * self.settings.ack_timeout_s + 1)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
-        await site.start()
-        self._runner = runner
-        addresses: list[Any] = list(runner.addresses)
-        self._bound = int(addresses[0][1]) if addresses else self._port
-        log.info("listener_started", transport="http", listener="http", host=self.host,
-                 port=self.port)
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            # Graceful: stops accepting, waits for in-flight requests (bounded above).
-            await runner.cleanup()
-            log.info("listener_stopped", transport="http", listener="http")
+    def make_app(self) -> web.Application:
+        return make_http_app(self.ingestor, self.settings, self.ops)

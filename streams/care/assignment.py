@@ -49,6 +49,7 @@ from streams.care.roster import (
     on_pto,
     on_shift,
 )
+from streams.care.trusted import constructor, evolve, frozen_instance
 
 __all__ = [
     "LANGUAGE_ALIASES",
@@ -145,6 +146,9 @@ class EpisodeLoad(BaseModel):
     """The reason of the decision that placed it (repeated on redelivery)."""
 
 
+_EpisodeLoad = constructor(EpisodeLoad)  # unvalidated (streams.care.trusted)
+
+
 class TeamState(BaseModel):
     """A team's open caseload, stored as JSON in a Kafka-backed table keyed by team id.
 
@@ -209,7 +213,7 @@ class TeamState(BaseModel):
         else:
             old = episodes.get(episode_key)
             episodes[episode_key] = episode
-        new = self.model_copy(update={"episodes": episodes})
+        new = evolve(self, episodes=episodes)
         totals = dict(self._totals)
         for e, sign in ((old, -1), (episode, 1)):
             if e is not None and e.manager_id is not None:
@@ -332,11 +336,23 @@ def language_matches(manager: Manager, language: str | None) -> bool:
     wanted = normalize_language(language)
     if wanted is None or not manager.languages:
         return True
-    return wanted in {normalize_language(lang) for lang in manager.languages}
+    return wanted in _eligibility_keys(manager)[0]
 
 
 def _norm(value: str) -> str:
     return value.strip().casefold()
+
+
+def _eligibility_keys(manager: Manager) -> tuple[frozenset[str | None], frozenset[str],
+                                                 frozenset[str]]:
+    """The manager's languages, payers and specialties as compared (memoized on it)."""
+    keys = manager.memo.get("eligibility")
+    if keys is None:
+        keys = manager.memo["eligibility"] = (
+            frozenset(normalize_language(lang) for lang in manager.languages),
+            frozenset(_norm(p) for p in manager.payers),
+            frozenset(_norm(s) for s in manager.specialties))
+    return keys  # type: ignore[no-any-return]
 
 
 def eligibility_skip(manager: Manager, req: AssignmentRequest) -> str | None:
@@ -347,14 +363,24 @@ def eligibility_skip(manager: Manager, req: AssignmentRequest) -> str | None:
     arrives after the admit) passes the payer rule: payer-restricted managers take the
     listed payers' patients, but nobody is withheld from a patient for missing data.
     """
-    if not language_matches(manager, req.language):
+    return _eligibility_skip(manager, _wanted(req))
+
+
+def _wanted(req: AssignmentRequest) -> tuple[str | None, tuple[str, ...], str]:
+    """The request's language, payers and specialty as compared (once per request)."""
+    return (normalize_language(req.language), tuple(_norm(p) for p in req.payer_ids),
+            _norm(req.specialty) if req.specialty is not None else "")
+
+
+def _eligibility_skip(manager: Manager, wanted: tuple[str | None, tuple[str, ...], str]
+                      ) -> str | None:
+    languages, payers, specialties = _eligibility_keys(manager)
+    language, payer_ids, specialty = wanted
+    if manager.languages and language is not None and language not in languages:
         return "language"
-    if manager.payers and req.payer_ids:
-        served = {_norm(p) for p in manager.payers}
-        if not any(_norm(p) in served for p in req.payer_ids):
-            return "payer"
-    wanted = _norm(req.specialty) if req.specialty is not None else ""
-    if manager.specialties and wanted and wanted not in {_norm(s) for s in manager.specialties}:
+    if payers and payer_ids and not any(p in payers for p in payer_ids):
+        return "payer"
+    if specialties and specialty and specialty not in specialties:
         return "specialty"
     return None
 
@@ -365,30 +391,41 @@ def _require_aware(now: datetime) -> None:
 
 
 def _shift_skip(manager: Manager, now: datetime) -> str | None:
-    if on_pto(manager, now):
+    """``pto`` (:func:`streams.care.roster.on_pto`), ``off_shift`` (not
+    :func:`_on_shift`), or None when the manager is working at ``now``."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("a naive datetime is ambiguous here; pass an aware datetime")
+    return _shift_skip_at(manager, now.astimezone(UTC))
+
+
+def _shift_skip_at(manager: Manager, instant: datetime) -> str | None:
+    """:func:`_shift_skip` at an instant already in UTC."""
+    local_day = instant.astimezone(manager.zone).date()
+    if local_day in manager.pto:
         return "pto"
-    if not _on_shift(manager, now):
-        return "off_shift"
-    return None
+    for start, end in _shift_windows(manager, local_day):
+        if start <= instant < end:
+            return None
+    return "off_shift"
 
 
-@lru_cache(maxsize=4096)
 def _shift_windows(manager: Manager, local_day: date) -> tuple[tuple[datetime, datetime], ...]:
-    # Memoized (managers are frozen, hashable values): the shift occurrences that may
-    # cover an instant of ``local_day`` were most of an assignment's cost.
-    return tuple(_occurrences(manager, local_day - timedelta(days=1), local_day))
+    # Memoized on the (frozen) manager: the shift occurrences that may cover an instant
+    # of ``local_day`` were most of an assignment's cost.
+    memo = manager.memo
+    windows: tuple[tuple[datetime, datetime], ...] | None = memo.get(local_day)
+    if windows is None:
+        if len(memo) >= 512:  # a long-running worker sees every day: keep it bounded
+            memo.clear()
+        windows = memo[local_day] = tuple(
+            _occurrences(manager, local_day - timedelta(days=1), local_day))
+    return windows
 
 
 def _on_shift(manager: Manager, at: datetime) -> bool:
     """:func:`streams.care.roster.on_shift` over memoized shift occurrences (same rules:
     the manager's local day, PTO days off, yesterday's overnight shift, UTC compare)."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError("a naive datetime is ambiguous here; pass an aware datetime")
-    local_day = at.astimezone(manager.zone).date()
-    if local_day in manager.pto:
-        return False
-    instant = at.astimezone(UTC)
-    return any(start <= instant < end for start, end in _shift_windows(manager, local_day))
+    return _shift_skip(manager, at) is None
 
 
 def _continuity(
@@ -441,13 +478,13 @@ def assign(
     def decide(status: Status, manager: Manager | None, reason: str,
                considered: tuple[tuple[str, str], ...] = (),
                continuity: str | None = None) -> tuple[TeamState, Decision]:
-        episode = EpisodeLoad(manager_id=manager.id if manager else None, points=points,
-                              assigned_at=now, reason=reason)
+        episode = _EpisodeLoad(manager_id=manager.id if manager else None, points=points,
+                               assigned_at=now, reason=reason)
         new_state = current._with(req.episode_key, episode)
         # The episode replaced here (if any) was queued, not on anyone's load: the
         # manager's load after is theirs before plus this episode's points.
-        return new_state, Decision(
-            status=status, manager_id=episode.manager_id, team_id=req.team_id,
+        return new_state, frozen_instance(
+            Decision, status=status, manager_id=episode.manager_id, team_id=req.team_id,
             supervisor=supervisor, reason=reason, points=points,
             load_after=loads.get(manager.id, 0) + points if manager else None,
             cap=manager.cap_points if manager else None, considered=considered,
@@ -468,7 +505,7 @@ def assign(
         )
     # A queued (unassigned) episode is simply tried again below and replaced.
 
-    loads = current.loads()
+    loads = current._totals  # read only
     if team is None:
         return decide("unassigned", None, "no_team")
 
@@ -481,11 +518,13 @@ def assign(
     considered: dict[str, str] = {}
     eligible = on_duty = 0
     candidates: list[Manager] = []
+    wanted = _wanted(req)
+    instant = now.astimezone(UTC)
     for manager in roster.members(req.team_id):
-        skip = eligibility_skip(manager, req)
+        skip = _eligibility_skip(manager, wanted)
         if skip is None:
             eligible += 1
-            skip = _shift_skip(manager, now)
+            skip = _shift_skip_at(manager, instant)
             if skip is None:
                 on_duty += 1
                 if loads.get(manager.id, 0) + points > manager.cap_points:

@@ -10,12 +10,17 @@ topology runs them (and as ``hub decide`` replays them offline, :mod:`streams.ca
   releases caseload, and answers on ``care.assignments`` (keyed by patient again).
 
 Nothing here reads a clock, the environment or Kafka. Inputs never mutate: the engine
-copies on write (the patient record shallowly, then each episode it changes with its
-tasks; a deep copy of every patient per input cost more than all the rules together), so
-applying an input twice to the same state gives equal results, and the agents store the
-new state only after the emits are delivered (a crash in between replays the input
+copies on write (the patient record shallowly, then each episode and each task it
+changes; a deep copy of every patient per input cost more than all the rules together),
+so applying an input twice to the same state gives equal results, and the agents store
+the new state only after the emits are delivered (a crash in between replays the input
 against the old state and re-sends the same output ids). A returned state shares what
 it did not change with the state passed in: both are read-only to callers.
+
+Speed (``bench/bench_decide.py``): models the rules build from values they produced are
+built unvalidated (:mod:`streams.care.trusted`; inputs, stored state and config are
+validated where they come in); risk assessments are memoized per context, by input and
+by the facts the rules read (:func:`_flag`).
 
 Merges: the surviving key holds its inputs back until the prior key's history arrives
 (:class:`streams.care.state.MergeWait`), so nothing is decided without it.
@@ -27,22 +32,27 @@ cause's own time, so a replay reproduces every output byte for byte.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from mappers import fhir_out
 from schemas import topics
-from schemas.canonical import CanonicalEvent, EventKind, derive_id
+from schemas.canonical import CanonicalEvent, EncounterClass, EventKind, derive_id
 from schemas.care import (
     AssignmentOutput,
+    Charlson,
     EscalationOutput,
+    Factor,
     FlagOutput,
+    Lace,
     NotificationOutput,
     PatientCommand,
+    Reason,
     TaskOutput,
     TaskUpdate,
     TeamRequest,
@@ -50,8 +60,16 @@ from schemas.care import (
 )
 from streams.care.assignment import AssignmentRequest, TeamState, assign, release, update_points
 from streams.care.config import CareConfig
-from streams.care.followup import DispositionClass, plan_followup
-from streams.care.risk import RiskInput, RiskResult, assess, emergent_reason
+from streams.care.followup import DispositionClass, TaskKind, plan_followup
+from streams.care.risk import Factor as RiskFactor
+from streams.care.risk import (
+    RiskFlag,
+    RiskInput,
+    RiskResult,
+    assess_facts,
+    emergent_reason,
+    risk_facts,
+)
 from streams.care.roster import Roster, teams_for
 from streams.care.state import (
     OPEN_TASK_STATUSES,
@@ -62,6 +80,24 @@ from streams.care.state import (
     PatientState,
     TaskState,
 )
+from streams.care.trusted import constructor, evolve, frozen_instance
+
+# Unvalidated constructors for values the rules produced (streams.care.trusted).
+_AssignmentOutput = constructor(AssignmentOutput)
+_Charlson = constructor(Charlson)
+_EpisodeState = constructor(EpisodeState)
+_EscalationOutput = constructor(EscalationOutput)
+_Factor = constructor(Factor)
+_FlagOutput = constructor(FlagOutput)
+_Lace = constructor(Lace)
+_ManagerLink = constructor(ManagerLink)
+_NotificationOutput = constructor(NotificationOutput)
+_PatientState = constructor(PatientState)
+_Reason = constructor(Reason)
+_TaskOutput = constructor(TaskOutput)
+_TaskState = constructor(TaskState)
+_TeamRequest = constructor(TeamRequest)
+_TeamState = constructor(TeamState)
 
 TERMINAL_TASK_STATUSES = frozenset({"completed", "cancelled", "failed"})
 ED_LEADS_TO_ADMISSION = timedelta(hours=24)
@@ -70,6 +106,19 @@ to it: it makes the admission emergent and is not one of LACE's prior ED visits.
 
 PatientInput = CanonicalEvent | AssignmentOutput | TaskUpdate | PatientCommand
 
+# Enum members and their values, looked up once (``Enum.value`` is a descriptor call).
+_K = EventKind
+_CREATES_EPISODE = frozenset({_K.PREADMIT, _K.ADMIT, _K.REGISTER, _K.TRANSFER, _K.DISCHARGE,
+                              _K.CLASS_CHANGE, _K.UPDATE})
+_STARTS_EPISODE = frozenset({_K.ADMIT, _K.REGISTER, _K.PREADMIT})
+_NOTIFIES_ADMIT = frozenset({_K.ADMIT, _K.REGISTER, _K.CLASS_CHANGE})
+_CARE_CLASSES = ("inpatient", "observation")
+_CLASS_VALUES: dict[EncounterClass, str] = {c: c.value for c in EncounterClass}
+_TASK_KINDS: dict[TaskKind, str] = {k: k.value for k in TaskKind}
+_NOTIFY_RULES = {code: f"notify.{code.removeprefix('notification-')}" for code in (
+    "notification-admit", "notification-discharge", "notification-transfer")}
+_ASSESSMENTS_MAX = 4096
+
 
 @dataclass(frozen=True)
 class CareContext:
@@ -77,12 +126,20 @@ class CareContext:
     roster: Roster
     render_fhir: bool = True
     """Attach FHIR renderings (off in the pure-step benchmark to measure the rules alone)."""
+    assessments: dict[tuple[Any, ...], _Assessed] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
+    """Memo of risk assessments under this context's rules, by stage and input, and by
+    stage and facts (see :func:`_flag`)."""
+    parts: dict[Any, tuple[Any, Any]] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
+    """Memo of flags' factors and reasons (see :func:`_part`)."""
 
 
-@dataclass(frozen=True)
-class Emit:
+class Emit(NamedTuple):
     """One record to publish: catalogue topic name (no prefix), key, value model."""
 
+    # A named tuple: immutable like the frozen dataclass it was, and built several
+    # times per event at a fraction of its cost.
     topic: str
     key: str
     value: BaseModel
@@ -108,19 +165,36 @@ class _Emits(list[Emit]):
 
     __slots__ = ("owned",)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.owned: dict[int, EpisodeState] = {}
+    def __init__(self) -> None:  # list.__new__ made the (empty) list
+        self.owned: dict[int, EpisodeState | TaskState] = {}
         """id -> copy (kept referenced, so an id is never reused within the step)."""
+
+
+def _put(state: BaseModel, **fields: Any) -> None:
+    """Set several fields of the step's own copy of a state at once: pydantic's
+    __setattr__ for each, without its per-field dispatch (states validate nothing on
+    assignment, and nothing reads their fields-set)."""
+    state.__dict__.update(fields)
 
 
 def _own(p: PatientState, ep: EpisodeState, out: _Emits) -> EpisodeState:
     """The step's own copy of ``ep`` (an episode of ``p``), made on first write. Call
-    before changing an episode or its tasks, and use the result."""
+    before changing an episode, and use the result (its tasks: :func:`_own_task`)."""
     if id(ep) in out.owned:
         return ep
-    mine = ep.model_copy(update={"tasks": {k: t.model_copy() for k, t in ep.tasks.items()}})
+    mine = evolve(ep, tasks=dict(ep.tasks))
     p.episodes[mine.key] = mine
+    out.owned[id(mine)] = mine
+    return mine
+
+
+def _own_task(ep: EpisodeState, t: TaskState, out: _Emits) -> TaskState:
+    """The step's own copy of task ``t`` of ``ep`` (the step's own episode), made on
+    first write. Call before changing a task, and use the result."""
+    if id(t) in out.owned:
+        return t
+    mine = evolve(t)
+    ep.tasks[mine.task_id] = mine
     out.owned[id(mine)] = mine
     return mine
 
@@ -128,9 +202,8 @@ def _own(p: PatientState, ep: EpisodeState, out: _Emits) -> EpisodeState:
 def _working_copy(state: PatientState) -> PatientState:
     # The containers changed in place get their own copies; episodes are copied later,
     # only when written (:func:`_own`); lists and dicts inside them are only ever replaced.
-    return state.model_copy(update={"episodes": dict(state.episodes),
-                                    "ed_visits": dict(state.ed_visits),
-                                    "discharges": dict(state.discharges)})
+    return evolve(state, episodes=dict(state.episodes), ed_visits=dict(state.ed_visits),
+                  discharges=dict(state.discharges))
 
 
 def input_id(msg: PatientInput) -> str:
@@ -155,13 +228,15 @@ def apply_patient(state: PatientState | None, key: str, msg: PatientInput, *, no
     ``now`` is the processing time: it is used for inputs without a time of their own
     (events carry theirs) and as the clock of a merge wait.
     """
-    p = PatientState(key=key) if state is None else _working_copy(state)
+    p = _PatientState(key=key) if state is None else _working_copy(state)
     out = _Emits()
     mid = input_id(msg)
     if mid in p.seen:
         return p, out  # a duplicate input: its outputs were published the first time
     p = _admit(p, msg, now, ctx, out)
-    p.seen = [*p.seen, mid][-ctx.config.episode.remember_inputs:]
+    seen = p.seen
+    keep = ctx.config.episode.remember_inputs
+    p.__dict__["seen"] = [*seen, mid] if len(seen) < keep else [*seen[len(seen) - keep + 1:], mid]
     return p, out
 
 
@@ -240,8 +315,9 @@ def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext
         for t in ep.tasks.values():
             if t.status in OPEN_TASK_STATUSES and not t.escalated and \
                     now >= t.due + overdue_at:
+                t = _own_task(ep, t, out)
                 t.escalated = True
-                _emit(out, EscalationOutput(
+                _emit(out, _EscalationOutput(
                     id=derive_id(t.task_id, "task.overdue"), cause_event_id=t.cause_event_id,
                     rule="task.overdue", patient_key=p.key, encounter_key=ep.key,
                     facility=ep.facility, decided_at=now, reason="task_overdue", team=ep.team,
@@ -303,7 +379,7 @@ def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareConte
         _discharge(p, ep, ev, ctx, out)
         return
     starts_care = ep.counts_for_care() and (was_status in ("new", "preadmit") or
-                                            was_class not in ("inpatient", "observation"))
+                                            was_class not in _CARE_CLASSES)
     if was_status == "discharged":
         if kind == EventKind.UPDATE and ep.counts_for_care():
             _flag(p, ep, ev, "discharge", ctx, out)
@@ -312,8 +388,7 @@ def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareConte
     if starts_care:
         if was_class == "emergency":
             ep.emergent, ep.emergent_reason = True, "admitted from the emergency department"
-        _admission(p, ep, ev, ctx, out,
-                   notify=kind in (EventKind.ADMIT, EventKind.REGISTER, EventKind.CLASS_CHANGE))
+        _admission(p, ep, ev, ctx, out, notify=kind in _NOTIFIES_ADMIT)
         if kind == EventKind.TRANSFER:
             _notify(p, ep, ev, "notification-transfer", ctx, out)
         return
@@ -332,9 +407,6 @@ def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Em
     """The episode an event is about, the step's own copy (created if the event may)."""
     enc = ev.encounter
     facility = (enc.location.facility if enc and enc.location else None) or ev.source.facility
-    creates = ev.kind in (EventKind.PREADMIT, EventKind.ADMIT, EventKind.REGISTER,
-                          EventKind.TRANSFER, EventKind.DISCHARGE, EventKind.CLASS_CHANGE,
-                          EventKind.UPDATE)
     if enc is not None and enc.id:
         key = f"{facility or ''}|{enc.id}"
     else:
@@ -342,48 +414,61 @@ def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Em
         # admission a key from its time (one admission without PV1-19 is one episode).
         going = [e for e in p.episodes.values() if e.facility == facility and
                  e.status in ("preadmit", "active", "discharged")]
-        if going and ev.kind not in (EventKind.ADMIT, EventKind.REGISTER, EventKind.PREADMIT):
+        if going and ev.kind not in _STARTS_EPISODE:
             return _own(p, max(going, key=lambda e: (e.admit_at or e.discharge_at or
                                                      ev.occurred_at)), out)
-        if ev.kind not in (EventKind.ADMIT, EventKind.REGISTER, EventKind.PREADMIT):
+        if ev.kind not in _STARTS_EPISODE:
             return None
         at = (enc.admit_at if enc else None) or ev.occurred_at
         key = f"{facility or ''}|@{at.strftime('%Y%m%d%H%M')}"
     ep = p.episodes.get(key)
     if ep is None:
-        if not creates or enc is None:
+        if enc is None or ev.kind not in _CREATES_EPISODE:
             return None
-        ep = EpisodeState(key=key, facility=facility, encounter_id=enc.id, status="new",
-                          tz=ctx.config.episode.timezone_for(facility))
+        ep = _EpisodeState(key=key, facility=facility, encounter_id=enc.id, status="new",
+                           tz=ctx.config.episode.timezone_for(facility))
         p.episodes[key] = ep
         out.owned[id(ep)] = ep
         return ep
     return _own(p, ep, out)
 
 
-_ENCOUNTER_FIELDS = (("admit_at", "admit_at"), ("admission_type", "admission_type"),
-                     ("admit_source", "admit_source"),
-                     ("discharge_disposition", "disposition"))
-
-
 def _absorb_fields(ep: EpisodeState, ev: CanonicalEvent) -> None:
     enc = ev.encounter
+    # Written straight into the episode's fields (the step's own copy; the values are
+    # the validated event's): pydantic's __setattr__ without its dispatch (nothing reads
+    # the fields-set of a state).
+    fields = ep.__dict__
     if enc is not None:
         if enc.class_ is not None:
-            ep.class_ = enc.class_.value
-        if enc.location is not None and enc.location.unit and enc.location.unit != ep.unit:
-            ep.prior_unit, ep.unit = ep.unit, enc.location.unit
-        for name, attr in _ENCOUNTER_FIELDS:
-            value = getattr(enc, name)
-            # Equal datetimes may differ in offset (which the stored form keeps): only
-            # an equal string is skipped.
-            if value is not None and not (type(value) is str and value == getattr(ep, attr)):
-                setattr(ep, attr, value)
+            fields["class_"] = _CLASS_VALUES[enc.class_]
+        loc = enc.location
+        if loc is not None and loc.unit and loc.unit != fields["unit"]:
+            fields["prior_unit"], fields["unit"] = fields["unit"], loc.unit
+        # An equal datetime is written too: it may differ in offset, which the stored
+        # form keeps.
+        if enc.admit_at is not None:
+            fields["admit_at"] = enc.admit_at
+        if enc.admission_type is not None:
+            fields["admission_type"] = enc.admission_type
+        if enc.admit_source is not None:
+            fields["admit_source"] = enc.admit_source
+        if enc.discharge_disposition is not None:
+            fields["disposition"] = enc.discharge_disposition
     if ev.diagnoses:
-        ep.diagnoses = sorted({(d.code, d.system) for d in ev.diagnoses},
-                              key=lambda d: (d[0], d[1] or ""))
+        pairs = {(d.code, d.system) for d in ev.diagnoses}
+        try:
+            # Pairs are unique: compared as they are they sort as by _diagnosis_order,
+            # unless one code comes with and without a system (None against a string).
+            fields["diagnoses"] = sorted(pairs)
+        except TypeError:
+            fields["diagnoses"] = sorted(pairs, key=_diagnosis_order)
     if ev.coverage:
-        ep.payer_ids = sorted({c.payer_id for c in ev.coverage if c.payer_id})
+        fields["payer_ids"] = sorted({c.payer_id for c in ev.coverage if c.payer_id})
+
+
+def _diagnosis_order(d: tuple[str, str | None]) -> tuple[str, str]:
+    return d[0], d[1] or ""
 
 
 def _admission(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
@@ -419,7 +504,7 @@ def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
     at = (enc.discharge_at if enc else None) or ev.occurred_at
     if ep.status == "discharged" and ep.discharge_at == at:
         return
-    ep.status, ep.discharge_at = "discharged", at
+    _put(ep, status="discharged", discharge_at=at)
     if ep.class_ == "emergency":
         _notify(p, ep, ev, "notification-discharge", ctx, out)
         return
@@ -447,12 +532,12 @@ def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
     discharge_key = f"{ep.key}@{at.isoformat()}"
     owner = ep.manager_id or (f"team:{ep.team}" if ep.team else None)
     for plan in plans:
-        task_id = derive_id("task", p.key, discharge_key, plan.kind.value)
-        t = TaskState(task_id=task_id, kind=plan.kind.value, due=plan.due,
-                      priority=plan.priority, owner=owner, rule=plan.rule,
-                      description=plan.description, cause_event_id=ev.event_id,
-                      discharge_key=discharge_key)
-        ep.tasks[task_id] = t
+        kind = _TASK_KINDS[plan.kind]
+        task_id = derive_id("task", p.key, discharge_key, kind)
+        t = _TaskState(task_id=task_id, kind=kind, due=plan.due, priority=plan.priority,
+                       owner=owner, rule=plan.rule, description=plan.description,
+                       cause_event_id=ev.event_id, discharge_key=discharge_key)
+        ep.tasks[task_id] = out.owned[id(t)] = t
         _emit_task(p, ep, t, ev, derive_id(ev.event_id, plan.rule, task_id), plan.rule,
                    ev.occurred_at, ctx, out)
     _notify(p, ep, ev, "notification-discharge", ctx, out)
@@ -507,26 +592,13 @@ def _maybe_close(p: PatientState, ep: EpisodeState, now: datetime, ctx: CareCont
     if ep.team and ep.assignment in ("requested", "assigned", "unassigned"):
         ep.assignment = "released"
         cause = derive_id("episode-close", p.key, ep.key, discharged_at.isoformat())
-        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, TeamRequest(
+        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, _TeamRequest(
             op="release", team=ep.team, patient_key=p.key, encounter_key=ep.key,
             facility=ep.facility, cause_event_id=cause, decided_at=now,
             reason="episode_closed")))
 
 
 # --- risk
-
-
-def _risk_input(p: PatientState, ep: EpisodeState, as_of: datetime, final: bool) -> RiskInput:
-    admit = ep.admit_at or as_of
-    prior_ed = tuple(sorted(t for k, t in p.ed_visits.items()
-                            if k != ep.key and t < admit and
-                            not admit - t <= ED_LEADS_TO_ADMISSION))
-    prior_discharges = tuple(sorted(t for k, t in p.discharges.items()
-                                    if k != ep.key and t <= admit))
-    return RiskInput(admit_at=ep.admit_at, as_of=as_of, tz=ep.tz, emergent=ep.emergent,
-                     emergent_reason=ep.emergent_reason, diagnoses=tuple(ep.diagnoses),
-                     prior_ed_visits=prior_ed, prior_discharges=prior_discharges,
-                     discharge_disposition=ep.disposition if final else None, final=final)
 
 
 def _signature(stage: str, r: RiskResult) -> str:
@@ -536,35 +608,108 @@ def _signature(stage: str, r: RiskResult) -> str:
     return hashlib.sha256("\x1f".join(str(x) for x in parts).encode()).hexdigest()[:16]
 
 
+class _Assessed(NamedTuple):
+    """An assessment as a flag publishes it: level, signature, the risk fields as frozen
+    models and as JSON (for ``last_flag``). Shared by every record built from it, so
+    read-only, like everything states share."""
+
+    level: str
+    signature: str
+    lace: Lace
+    charlson: Charlson
+    factors: tuple[Factor, ...]
+    reasons: tuple[Reason, ...]
+    json: dict[str, Any]
+
+
+def _part(f: RiskFactor | RiskFlag, memo: dict[Any, tuple[Any, Any]]) -> tuple[Any, Any]:
+    """A factor or reason of a flag as its frozen model and its JSON, memoized: they recur
+    across assessments (shared, read-only)."""
+    found = memo.get(f)
+    if found is None:
+        if isinstance(f, RiskFlag):
+            factors = [_part(x, memo) for x in f.factors]
+            found = (_Reason(code=f.code, display=f.display, factors=[m for m, _ in factors]),
+                     {"code": f.code, "display": f.display, "factors": [j for _, j in factors]})
+        else:
+            found = (_Factor(code=f.code, points=f.points, detail=f.detail),
+                     {"code": f.code, "points": f.points, "detail": f.detail})
+        memo[f] = found
+    return found
+
+
+def _assessed(stage: str, r: RiskResult, memo: dict[Any, tuple[Any, Any]]) -> _Assessed:
+    if len(memo) >= _ASSESSMENTS_MAX:
+        memo.clear()
+    factors = [_part(f, memo) for f in r.factors]
+    reasons = [_part(f, memo) for f in r.flags]
+    lace, charlson = r.lace, r.charlson
+    return _Assessed(
+        level=r.level, signature=_signature(stage, r),
+        lace=_Lace(score=lace.score, l=lace.l, a=lace.a, c=lace.c, e=lace.e),
+        charlson=_Charlson(score=charlson.score, categories=list(charlson.categories)),
+        factors=tuple(m for m, _ in factors), reasons=tuple(m for m, _ in reasons),
+        # flag.model_dump(mode="json") of these fields, written out (same keys, same order;
+        # tests/streams/care/test_fast_paths.py checks it).
+        json={"lace": {"score": lace.score, "l": lace.l, "a": lace.a, "c": lace.c,
+                       "e": lace.e},
+              "charlson": {"score": charlson.score, "categories": list(charlson.categories)},
+              "factors": [j for _, j in factors], "reasons": [j for _, j in reasons]})
+
+
 def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx: CareContext,
           out: _Emits) -> None:
     final = stage == "discharge"
     as_of = (ep.discharge_at or ev.occurred_at) if final else (ep.risk_as_of or ev.occurred_at)
-    result = assess(_risk_input(p, ep, as_of, final), ctx.config.risk)
-    signature = _signature(stage, result)
-    if signature == ep.risk_signature:
+    admit = ep.admit_at or as_of
+    this = ep.key
+    prior_ed = tuple(t for k, t in p.ed_visits.items()
+                     if k != this and t < admit and
+                     not admit - t <= ED_LEADS_TO_ADMISSION) if p.ed_visits else ()
+    prior_discharges = tuple(t for k, t in p.discharges.items()
+                             if k != this and t <= admit) if p.discharges else ()
+    # Memoized twice over. By input: an update that changes nothing the rules read (most
+    # A08s) asks again with an equal one. By facts (what the rules read once times are
+    # counted in days): patients alike in those share an assessment. Equal inputs or
+    # facts give equal results (times equal across offsets are the same to the rules).
+    memo = ctx.assessments
+    key = (stage, ep.admit_at, as_of, ep.tz, ep.emergent, ep.emergent_reason,
+           tuple(ep.diagnoses), prior_ed, prior_discharges, ep.disposition if final else None)
+    a = memo.get(key)
+    if a is None:
+        cfg = ctx.config.risk
+        facts = risk_facts(RiskInput(
+            admit_at=ep.admit_at, as_of=as_of, tz=ep.tz, emergent=ep.emergent,
+            emergent_reason=ep.emergent_reason, diagnoses=key[6], prior_ed_visits=prior_ed,
+            prior_discharges=prior_discharges, discharge_disposition=key[9], final=final),
+            cfg)
+        a = memo.get((stage, facts))
+        if len(memo) >= _ASSESSMENTS_MAX:
+            memo.clear()
+        if a is None:
+            a = memo[(stage, facts)] = _assessed(stage, assess_facts(facts, cfg), ctx.parts)
+        memo[key] = a
+    if a.signature == ep.risk_signature:
         return  # nothing relevant changed: no output
     rule = f"risk.{stage}"
-    lace = result.lace
-    # One validation of plain data: a third cheaper than building each nested model.
-    flag = FlagOutput.model_validate({
-        "id": derive_id(ev.event_id, rule, ep.key), "cause_event_id": ev.event_id,
-        "rule": rule, "patient_key": p.key, "encounter_key": ep.key, "facility": ep.facility,
-        "decided_at": ev.occurred_at, "stage": stage, "risk_level": result.level,
-        "lace": {"score": lace.score, "l": lace.l, "a": lace.a, "c": lace.c, "e": lace.e},
-        "charlson": {"score": result.charlson.score,
-                     "categories": list(result.charlson.categories)},
-        "factors": [{"code": f.code, "points": f.points, "detail": f.detail}
-                    for f in result.factors],
-        "reasons": [{"code": f.code, "display": f.display,
-                     "factors": [{"code": x.code, "points": x.points, "detail": x.detail}
-                                 for x in f.factors]} for f in result.flags],
-    })
-    ep.risk_level, ep.risk_signature = result.level, signature
-    ep.active_flag_id = flag.id
+    flag_id = derive_id(ev.event_id, rule, ep.key)
+    flag = _FlagOutput(
+        id=flag_id, cause_event_id=ev.event_id, rule=rule, patient_key=p.key,
+        encounter_key=ep.key, facility=ep.facility, decided_at=ev.occurred_at, stage=stage,
+        risk_level=a.level, lace=a.lace, charlson=a.charlson, factors=list(a.factors),
+        reasons=list(a.reasons))
     if final:
-        ep.discharge_flag_id = flag.id
-    ep.last_flag = flag.model_dump(mode="json")
+        _put(ep, discharge_flag_id=flag_id)
+    # last_flag is flag.model_dump(mode="json"), written out (tests/streams/care/
+    # test_fast_paths.py checks it).
+    last_flag = {
+        "id": flag_id, "cause_event_id": ev.event_id, "rule": rule, "patient_key": p.key,
+        "encounter_key": ep.key, "facility": ep.facility,
+        "decided_at": to_jsonable_python(ev.occurred_at), "fhir": None, "type": "flag",
+        "stage": stage, "status": "active", "replaces": None, "risk_level": a.level,
+        **a.json, "flag_resources": []}
+    _put(ep, risk_level=a.level, risk_signature=a.signature, active_flag_id=flag_id,
+         last_flag=last_flag)
     _emit(out, flag, ev, ctx)
 
 
@@ -587,11 +732,10 @@ def _withdraw(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareCo
 
 def _team_request(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, op: str, *,
                   reason: str | None = None) -> TeamRequest:
-    return TeamRequest(op=op, team=ep.team or "", patient_key=p.key,  # type: ignore[arg-type]
-                       encounter_key=ep.key, facility=ep.facility, cause_event_id=ev.event_id,
-                       decided_at=ev.occurred_at,
-                       risk_level=ep.risk_level or "low",  # type: ignore[arg-type]
-                       payer_ids=list(ep.payer_ids), language=p.language, reason=reason)
+    return _TeamRequest(op=op, team=ep.team or "", patient_key=p.key, encounter_key=ep.key,
+                        facility=ep.facility, cause_event_id=ev.event_id,
+                        decided_at=ev.occurred_at, risk_level=ep.risk_level or "low",
+                        payer_ids=list(ep.payer_ids), language=p.language, reason=reason)
 
 
 def _request_assignment(p: PatientState, ep: EpisodeState, ev: CanonicalEvent,
@@ -601,25 +745,24 @@ def _request_assignment(p: PatientState, ep: EpisodeState, ev: CanonicalEvent,
     teams = teams_for(ctx.roster, ep.facility, ep.unit)
     if not teams:
         ep.assignment = "unassigned"
-        _emit(out, AssignmentOutput(
+        _emit(out, _AssignmentOutput(
             id=derive_id(ev.event_id, "assignment", ep.key), cause_event_id=ev.event_id,
             rule="assignment.no_team", patient_key=p.key, encounter_key=ep.key,
             facility=ep.facility, decided_at=ev.occurred_at, status="unassigned",
             reason="no_team"), ev, ctx)
-        _emit(out, EscalationOutput(
+        _emit(out, _EscalationOutput(
             id=derive_id(ev.event_id, "escalation", ep.key), cause_event_id=ev.event_id,
             rule="assignment.no_team", patient_key=p.key, encounter_key=ep.key,
             facility=ep.facility, decided_at=ev.occurred_at, reason="no_team"), ev, ctx)
         return
     team = teams[0]
-    ep.team, ep.supervisor = team.id, team.supervisor
-    ep.assignment, ep.points_level = "requested", ep.risk_level
+    _put(ep, team=team.id, supervisor=team.supervisor, assignment="requested",
+         points_level=ep.risk_level)
     req = _team_request(p, ep, ev, "assign")
     link = p.last_manager
     window = timedelta(days=ctx.config.assignment.continuity_days)
     if link is not None and ev.occurred_at - link.at <= window:
-        req = req.model_copy(update={"continuity_manager_id": link.manager_id,
-                                     "continuity_at": link.at})
+        req = evolve(req, continuity_manager_id=link.manager_id, continuity_at=link.at)
     out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, team.id, req))
 
 
@@ -638,17 +781,18 @@ def _on_assignment(p: PatientState, a: AssignmentOutput, ctx: CareContext,
         return
     if ep.status in ("cancelled", "closed") or ep.assignment == "released":
         # Cancelled while the request was in flight: hand the caseload straight back.
-        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, a.team or "", TeamRequest(
+        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, a.team or "", _TeamRequest(
             op="release", team=a.team or "", patient_key=p.key, encounter_key=ep.key,
             facility=ep.facility, cause_event_id=a.id, decided_at=a.decided_at,
             reason="cancelled")))
         return
-    ep.assignment, ep.manager_id = "assigned", a.manager_id
+    _put(ep, assignment="assigned", manager_id=a.manager_id)
     if a.manager_id and a.team and (p.last_manager is None or
                                      p.last_manager.at <= a.decided_at):
-        p.last_manager = ManagerLink(manager_id=a.manager_id, team=a.team, at=a.decided_at)
+        p.last_manager = _ManagerLink(manager_id=a.manager_id, team=a.team, at=a.decided_at)
     for t in ep.tasks.values():
         if t.status in OPEN_TASK_STATUSES and t.owner != a.manager_id:
+            t = _own_task(ep, t, out)
             t.owner = a.manager_id
             _emit_task(p, ep, t, None, derive_id(a.id, "task.owner", t.task_id), "task.owner",
                        a.decided_at, ctx, out)
@@ -659,16 +803,17 @@ def _on_assignment(p: PatientState, a: AssignmentOutput, ctx: CareContext,
 
 def _emit_task(p: PatientState, ep: EpisodeState, t: TaskState, ev: CanonicalEvent | None,
                out_id: str, rule: str, at: datetime, ctx: CareContext, out: _Emits) -> None:
-    _emit(out, TaskOutput(
+    _emit(out, _TaskOutput(
         id=out_id, cause_event_id=ev.event_id if ev else t.cause_event_id, rule=rule,
         patient_key=p.key, encounter_key=ep.key, facility=ep.facility, decided_at=at,
-        task_id=t.task_id, kind=t.kind, due=t.due, status=t.status,  # type: ignore[arg-type]
-        priority=t.priority, owner=t.owner, description=t.description,  # type: ignore[arg-type]
+        task_id=t.task_id, kind=t.kind, due=t.due, status=t.status,
+        priority=t.priority, owner=t.owner, description=t.description,
         status_reason=t.status_reason, attempts=t.attempts), ev, ctx)
 
 
 def _set_task(p: PatientState, ep: EpisodeState, t: TaskState, status: str, reason: str | None,
               ev: CanonicalEvent, rule: str, ctx: CareContext, out: _Emits) -> None:
+    t = _own_task(ep, t, out)
     t.status, t.status_reason = status, reason
     _emit_task(p, ep, t, ev, derive_id(ev.event_id, rule, t.task_id), rule, ev.occurred_at,
                ctx, out)
@@ -693,7 +838,7 @@ def _on_task_update(p: PatientState, u: TaskUpdate, uid: str, ctx: CareContext,
         if t.status in TERMINAL_TASK_STATUSES:
             return  # closed tasks stay closed; a late update changes nothing
         ep = _own(p, ep, out)
-        t = ep.tasks[u.task_id]
+        t = _own_task(ep, t, out)
         if u.status == "attempted":
             t.attempts += 1
             # CMS TCM: two documented, timely unsuccessful attempts satisfy the contact.
@@ -716,11 +861,11 @@ def _notify(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, code: str, ct
             out: _Emits) -> None:
     if not ctx.config.episode.notifications:
         return
-    _emit(out, NotificationOutput(
+    _emit(out, _NotificationOutput(
         id=derive_id(ev.event_id, "notify", code, ep.key), cause_event_id=ev.event_id,
-        rule=f"notify.{code.removeprefix('notification-')}", patient_key=p.key,
-        encounter_key=ep.key, facility=ep.facility, decided_at=ev.occurred_at,
-        event_code=code, recipient=p.pcp_id), ev, ctx)  # type: ignore[arg-type]
+        rule=_NOTIFY_RULES[code], patient_key=p.key, encounter_key=ep.key,
+        facility=ep.facility, decided_at=ev.occurred_at, event_code=code,
+        recipient=p.pcp_id), ev, ctx)
 
 
 # --- merges
@@ -841,10 +986,10 @@ def apply_team(state: TeamState | None, req: TeamRequest, *, ctx: CareContext
     base = state  # assign/release/update_points never mutate their argument
     if req.op == "release":
         if base is None:
-            return TeamState(team_id=req.team), out
+            return _TeamState(team_id=req.team), out
         new, decision = release(base, req.encounter_key)
         if decision is not None:
-            _emit(out, AssignmentOutput(
+            _emit(out, _AssignmentOutput(
                 id=derive_id(req.cause_event_id, "assignment.release", req.encounter_key),
                 cause_event_id=req.cause_event_id, rule="assignment.release",
                 patient_key=req.patient_key, encounter_key=req.encounter_key,
@@ -854,27 +999,27 @@ def apply_team(state: TeamState | None, req: TeamRequest, *, ctx: CareContext
         return new, out
     if req.op == "update_points":
         if base is None:
-            return TeamState(team_id=req.team), out
+            return _TeamState(team_id=req.team), out
         return update_points(base, req.encounter_key, req.risk_level, ctx.config.assignment), out
-    new, d = assign(base, AssignmentRequest(
-        episode_key=req.encounter_key, team_id=req.team, risk_level=req.risk_level,
-        payer_ids=tuple(req.payer_ids), language=req.language, specialty=req.specialty,
-        continuity_manager_id=req.continuity_manager_id, continuity_at=req.continuity_at,
-        cause_event_id=req.cause_event_id), now=req.decided_at, roster=ctx.roster,
-        cfg=ctx.config.assignment)
+    new, d = assign(base, frozen_instance(
+        AssignmentRequest, episode_key=req.encounter_key, team_id=req.team,
+        risk_level=req.risk_level, payer_ids=tuple(req.payer_ids), language=req.language,
+        specialty=req.specialty, continuity_manager_id=req.continuity_manager_id,
+        continuity_at=req.continuity_at, cause_event_id=req.cause_event_id),
+        now=req.decided_at, roster=ctx.roster, cfg=ctx.config.assignment)
     if d.status == "already_assigned":
         return new, out
     rule = f"assignment.{d.reason}"
-    _emit(out, AssignmentOutput(
+    _emit(out, _AssignmentOutput(
         id=derive_id(req.cause_event_id, "assignment", req.encounter_key),
         cause_event_id=req.cause_event_id, rule=rule, patient_key=req.patient_key,
         encounter_key=req.encounter_key, facility=req.facility, decided_at=req.decided_at,
         status="assigned" if d.status == "assigned" else "unassigned",
         manager_id=d.manager_id, team=req.team, supervisor=d.supervisor, reason=d.reason,
         points=d.points, load_after=d.load_after, cap=d.cap,
-        considered=[list(c) for c in d.considered]), None, ctx)
+        considered=list(map(list, d.considered))), None, ctx)
     if d.status != "assigned":
-        _emit(out, EscalationOutput(
+        _emit(out, _EscalationOutput(
             id=derive_id(req.cause_event_id, "escalation", req.encounter_key),
             cause_event_id=req.cause_event_id, rule=rule, patient_key=req.patient_key,
             encounter_key=req.encounter_key, facility=req.facility,

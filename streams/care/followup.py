@@ -29,8 +29,9 @@ dischargeDisposition`` in R5), CodeSystem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -62,10 +63,11 @@ class DispositionClass(StrEnum):
     """Where the patient went, as far as follow-up is concerned."""
 
     COMMUNITY = "community"
-    """Home, self-care, home health, alternative home: TCM applies."""
+    """Home, self-care, home health, alternative home, and custodial or supportive care
+    (assisted living, domiciliary, rest home): TCM applies."""
     POST_ACUTE = "post_acute"
-    """SNF, inpatient rehab (IRF), LTCH, nursing facility, swing bed, ICF/custodial care,
-    other institutions: handoff to the receiving facility, no TCM."""
+    """SNF, inpatient rehab (IRF), LTCH, nursing facility, swing bed, other institutions:
+    handoff to the receiving facility, no TCM."""
     ACUTE_TRANSFER = "acute_transfer"
     """Another short-term/acute hospital (incl. cancer/children's, federal, critical
     access, psychiatric hospital) or admission as an inpatient here: handoff, no TCM."""
@@ -84,7 +86,10 @@ _NUBC_BASE: dict[str, DispositionClass] = {
     "01": _C.COMMUNITY,  # Discharged to home or self-care (routine discharge)
     "02": _C.ACUTE_TRANSFER,  # to a short-term general hospital for inpatient care
     "03": _C.POST_ACUTE,  # to a SNF with Medicare certification
-    "04": _C.POST_ACUTE,  # to a facility providing custodial or supportive care (ICF)
+    # 04: to a facility that provides custodial or supportive care (assisted living,
+    # domiciliary, rest home, residential care): CMS counts these as the community for
+    # TCM (REFERENCE.md section 1), unlike the skilled and certified facilities here.
+    "04": _C.COMMUNITY,
     "05": _C.ACUTE_TRANSFER,  # to a designated cancer center or children's hospital
     "06": _C.COMMUNITY,  # to home under care of an organized home health service org.
     "07": _C.AMA,  # Left against medical advice or discontinued care
@@ -159,9 +164,12 @@ http://terminology.hl7.org/CodeSystem/discharge-disposition (FHIR
 Encounter.hospitalization.dischargeDisposition). Codes not listed here (reserved,
 discontinued such as 08, 71, 72, or local) classify as ``unknown``.
 
-Decisions: 09 (admitted as an inpatient here) is ``acute_transfer``: the patient is still
-in acute care. 21 (court/law enforcement) and 30 (still a patient) are ``unknown``: TCM
-does not apply to custody and 30 is not a discharge, so what happens is left to
+Decisions: 04 (custodial or supportive care: assisted living, domiciliary, rest home)
+is ``community``: CMS TCM counts those settings as the community, so the patient gets
+the TCM outreach, not a facility handoff. 09 (admitted as an inpatient here) is
+``acute_transfer``: the patient is still in acute care. 21 (court/law enforcement) and
+30 (still a patient) are ``unknown``: TCM does not apply to custody and 30 is not a
+discharge, so what happens is left to
 :attr:`FollowupConfig.unknown_disposition_is_community`. 69 and 70 are ``post_acute``:
 an institution receives the patient and gets the handoff.
 """
@@ -306,6 +314,18 @@ def _business_days_text(days: int) -> str:
 def _community_tasks(
     discharge_at: datetime, high_risk: bool, tz: str, has_pcp: bool, cfg: FollowupConfig
 ) -> list[TaskPlan]:
+    # The deadlines are day-granular: the plans depend on the discharge's local date only,
+    # so they are memoized on it (plans are frozen values).
+    day = discharge_at.astimezone(ZoneInfo(tz)).date()
+    return list(_community_plans(day, high_risk, tz, has_pcp, cfg))
+
+
+@lru_cache(maxsize=4096)
+def _community_plans(
+    day: date, high_risk: bool, tz: str, has_pcp: bool, cfg: FollowupConfig
+) -> tuple[TaskPlan, ...]:
+    # Noon: an instant of that local date (the deadlines below read only its date).
+    discharge_at = datetime.combine(day, time(12), tzinfo=ZoneInfo(tz))
     priority: Priority = "urgent" if high_risk else "routine"
     contact_days = cfg.contact_business_days
     visit_days = cfg.visit_days_high if high_risk else cfg.visit_days_other
@@ -319,7 +339,7 @@ def _community_tasks(
             f"Identify the patient's primary care provider and notify them of the discharge "
             f"within {pcp_text} (no PCP on record)"
         )
-    return [
+    return (
         TaskPlan(
             kind=TaskKind.CONTACT,
             due=business_day_deadline(discharge_at, contact_days, tz, cfg.country),
@@ -354,7 +374,7 @@ def _community_tasks(
             rule="tcm.pcp_notification",
             description=pcp_description,
         ),
-    ]
+    )
 
 
 def plan_followup(

@@ -33,6 +33,12 @@ from streams.referrals.state import ReferralPatientState
 
 _OUTPUTS = frozenset(OUTPUT_TOPICS.values())
 _REFERRAL_OUTPUTS = frozenset({topics.CARE_REFERRALS.name, topics.CARE_ESCALATIONS.name})
+_EVENTS = topics.CARE_EVENTS.name
+_FLAGS = topics.CARE_FLAGS.name
+_ASSIGNMENTS = topics.CARE_ASSIGNMENTS.name
+_REQUESTS = topics.CARE_ASSIGNMENT_REQUESTS.name
+# care.assignments is public and also read back by the patient stage.
+_READ_BACK = frozenset({_ASSIGNMENTS, _REQUESTS, topics.CARE_EPISODE_COMMANDS.name})
 
 
 class OfflineRun:
@@ -57,7 +63,7 @@ class OfflineRun:
         start = len(self.outputs)
         if tick and (self.clock is None or ev.occurred_at > self.clock):
             self.tick(ev.occurred_at)
-        self._run(deque([(topics.CARE_EVENTS.name, ev.patient.key, ev)]), ev.occurred_at)
+        self._run(deque([(_EVENTS, ev.patient.key, ev)]), ev.occurred_at)
         return self.outputs[start:]
 
     def referral_input(self, key: str, msg: ReferralInput, now: datetime) -> list[Any]:
@@ -92,44 +98,49 @@ class OfflineRun:
             self.event(ev)
         return self.outputs[start:]
 
-    def _route(self, emits: list[Emit]) -> deque[tuple[str, str, Any]]:
-        queue: deque[tuple[str, str, Any]] = deque()
+    def _route(self, emits: list[Emit], queue: deque[tuple[str, str, Any]] | None = None
+               ) -> deque[tuple[str, str, Any]]:
+        """Collect the public outputs of ``emits``; queue what a stage reads back."""
+        if queue is None:
+            queue = deque()
+        outputs = self.outputs
         for e in emits:
-            if e.topic in _OUTPUTS:
-                self.outputs.append(e.value)
-            if e.topic == topics.CARE_FLAGS.name and isinstance(e.value, FlagOutput):
-                queue.append((e.topic, e.key, e.value))
-            # care.assignments is public and also read back by the patient stage.
-            if e.topic in (topics.CARE_ASSIGNMENTS.name, topics.CARE_ASSIGNMENT_REQUESTS.name,
-                           topics.CARE_EPISODE_COMMANDS.name):
-                queue.append((e.topic, e.key, e.value))
+            topic, _, value = e  # an Emit is a (topic, key, value) tuple
+            if topic in _OUTPUTS:
+                outputs.append(value)
+            if topic == _FLAGS:
+                if isinstance(value, FlagOutput):
+                    queue.append(e)
+            elif topic in _READ_BACK:
+                queue.append(e)
         return queue
 
     def _run(self, queue: deque[tuple[str, str, Any]], now: datetime) -> None:
+        referrals = self.referral_ctx is not None
         while queue:
             topic, key, msg = queue.popleft()
-            if topic == topics.CARE_FLAGS.name:
+            if topic == _FLAGS:
                 assert isinstance(msg, FlagOutput)
-                self.referral_input(key, msg, now)
+                if referrals:
+                    self.referral_input(key, msg, now)
                 continue
-            if topic == topics.CARE_ASSIGNMENT_REQUESTS.name:
+            if topic == _REQUESTS:
                 assert isinstance(msg, TeamRequest)
                 team, emits = apply_team(self.teams.get(key), msg, ctx=self.ctx)
                 self.teams[key] = team
             else:
-                if topic == topics.CARE_EVENTS.name or (
-                        topic == topics.CARE_ASSIGNMENTS.name and
-                        isinstance(msg, AssignmentOutput)):
+                if referrals and (topic == _EVENTS or (
+                        topic == _ASSIGNMENTS and isinstance(msg, AssignmentOutput))):
                     # The referrals stage reads care.events and care.assignments too
                     # (before the patient stage, as their own consumer would).
                     self.referral_input(key, msg, now)
                 patient_msg: PatientInput = msg
-                if isinstance(msg, AssignmentOutput) and topic != topics.CARE_ASSIGNMENTS.name:
+                if isinstance(msg, AssignmentOutput) and topic != _ASSIGNMENTS:
                     continue
                 state, emits = apply_patient(self.patients.get(key), key, patient_msg, now=now,
                                              ctx=self.ctx)
                 self.patients[key] = state
-            queue.extend(self._route(emits))
+            self._route(emits, queue)
 
 
 def summary_line(output: Any, *, with_fhir: bool = False) -> dict[str, Any]:

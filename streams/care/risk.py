@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,16 +53,19 @@ __all__ = [
     "FlagCode",
     "LaceResult",
     "RiskConfig",
+    "RiskFacts",
     "RiskFlag",
     "RiskInput",
     "RiskLevel",
     "RiskResult",
     "RuleCondition",
     "assess",
+    "assess_facts",
     "cms_conditions",
     "emergent_reason",
     "lace",
     "length_of_stay_days",
+    "risk_facts",
     "risk_level",
     "social_needs",
 ]
@@ -434,37 +437,19 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-def _visits_within(
-    visits: Iterable[datetime], ref: datetime, days: int, zone: ZoneInfo
-) -> int:
-    """Visits strictly before ``ref`` whose facility date is at most ``days`` days before
-    ``ref``'s date (so "61 days before" is outside a 60-day window)."""
-    ref_date = _local_date(ref, zone)
-    return sum(
-        1 for v in visits if (ref_date - _local_date(v, zone)).days <= days and v < ref
-    )
-
-
 def _lace_factors(
-    inp: RiskInput, los: int | None, result: LaceResult, ch: CharlsonResult, ed_6m: int,
-    cfg: RiskConfig,
+    facts: RiskFacts, result: LaceResult, c_detail: str, cfg: RiskConfig
 ) -> tuple[Factor, ...]:
+    los, ed_6m = facts.los, facts.ed_6m
     if los is None:
         l_detail = "admission time unknown, length of stay not counted"
     else:
-        l_detail = f"length of stay {'' if inp.final else 'so far '}{_days(los)}"
-    if inp.emergent:
-        a_detail = "emergent admission" + (f" ({inp.emergent_reason})" if inp.emergent_reason
-                                           else "")
+        l_detail = f"length of stay {'' if facts.final else 'so far '}{_days(los)}"
+    if facts.emergent:
+        a_detail = "emergent admission" + (
+            f" ({facts.emergent_reason})" if facts.emergent_reason else "")
     else:
         a_detail = "not an emergent admission"
-    if ch.lace_by_category:
-        parts = ", ".join(f"{cid} {pts}" for cid, pts in ch.lace_by_category.items())
-        c_detail = f"comorbidity points {ch.lace_points} with LACE weights ({parts})"
-        if ch.lace_points > 3:
-            c_detail += ", 4 or more score 5"
-    else:
-        c_detail = "no Charlson comorbidity coded"
     e_detail = f"{ed_6m} ED visits in the {cfg.ed_lookback_days} days before admission"
     if ed_6m > _ED_CAP:
         e_detail += f", capped at {_ED_CAP}"
@@ -476,22 +461,93 @@ def _lace_factors(
     )
 
 
-def _readmission_factor(
-    ref: datetime, discharges: Iterable[datetime], cfg: RiskConfig, zone: ZoneInfo
-) -> Factor | None:
-    # A discharge at the very moment of admission is a prior one (same-minute readmit);
-    # one after it belongs to this stay and is not a readmission trigger. (The date test
-    # first: it refuses a naive time before the comparison could raise TypeError.)
-    ref_date = _local_date(ref, zone)
-    before = [d for d in discharges if _local_date(d, zone) <= ref_date and d <= ref]
-    if not before:
-        return None
-    days = (ref_date - _local_date(max(before), zone)).days
-    if days > cfg.readmission_days:
-        return None
-    return Factor("readmission.days_since_discharge", None,
-                  f"admitted {_days(days)} after a prior inpatient discharge "
-                  f"(window {cfg.readmission_days} days)")
+def _charlson_detail(ch: CharlsonResult) -> str:
+    if not ch.lace_by_category:
+        return "no Charlson comorbidity coded"
+    parts = ", ".join(f"{cid} {pts}" for cid, pts in ch.lace_by_category.items())
+    detail = f"comorbidity points {ch.lace_points} with LACE weights ({parts})"
+    if ch.lace_points > 3:
+        detail += ", 4 or more score 5"
+    return detail
+
+
+@dataclass(frozen=True)
+class _DiagnosisFacts:
+    """What the rules derive from the diagnoses alone (memoized per diagnosis set)."""
+
+    charlson: CharlsonResult
+    c_detail: str
+    cms: tuple[Factor, ...]
+    social: tuple[Factor, ...]
+
+
+@lru_cache(maxsize=4096)
+def _diagnosis_facts(diagnoses: Diagnoses) -> _DiagnosisFacts:
+    ch = charlson(diagnoses)
+    return _DiagnosisFacts(
+        charlson=ch, c_detail=_charlson_detail(ch),
+        cms=tuple(Factor(f"cms.{m.condition}", None, f"{m.name}: {format_icd10(m.code)}")
+                  for m in cms_conditions(diagnoses)),
+        social=tuple(Factor(f"sdoh.{m.condition}", None, f"{m.name}: {format_icd10(m.code)}")
+                     for m in social_needs(diagnoses)))
+
+
+class RiskFacts(NamedTuple):
+    """What :func:`assess` reads of an encounter once its times are counted in the
+    facility's calendar days (:func:`risk_facts`). Equal facts give equal results,
+    whatever times they came from: an assessment can be memoized on them."""
+
+    los: int | None
+    """Length of stay in days (:func:`length_of_stay_days`); None: admission time unknown."""
+    emergent: bool
+    emergent_reason: str | None
+    diagnoses: Diagnoses
+    ed_6m: int
+    """Prior ED visits within ``ed_lookback_days`` of the admission date (LACE E)."""
+    recent_ed: int
+    """Prior ED visits within ``frequent_ed_days`` (frequent_ed)."""
+    readmission_days: int | None
+    """Days from the latest prior discharge date to the admission date, when within
+    ``readmission_days`` (readmission_30d); None otherwise."""
+    discharge_disposition: str | None
+    final: bool
+
+
+def risk_facts(inp: RiskInput, cfg: RiskConfig) -> RiskFacts:
+    """The facts :func:`assess` reads of ``inp`` (see :class:`RiskInput` for the time
+    conventions): each time converted to a facility date once, then counted in days.
+    Raises ValueError for a naive time and ``zoneinfo.ZoneInfoNotFoundError`` for an
+    unknown zone, as :func:`assess` does."""
+    zone = ZoneInfo(inp.tz)
+    as_of_date = _local_date(inp.as_of, zone)  # also refuses a naive as_of
+    if inp.admit_at is None:
+        ref, ref_date, los = inp.as_of, as_of_date, None
+    else:
+        ref, ref_date = inp.admit_at, _local_date(inp.admit_at, zone)
+        los = max(0, (as_of_date - ref_date).days)  # length_of_stay_days
+    # Days before the reference date of each prior ED visit strictly before it (a visit
+    # "61 days before" is outside a 60-day window).
+    ed_days = [(ref_date - _local_date(v, zone)).days for v in inp.prior_ed_visits]
+    ed_days = [d for d, v in zip(ed_days, inp.prior_ed_visits, strict=True) if v < ref]
+    readmission = None
+    if inp.prior_discharges:
+        # A discharge at the very moment of admission is a prior one (same-minute
+        # readmit); one after it belongs to this stay and is not a readmission trigger.
+        # (The date test first: it refuses a naive time before the comparison could
+        # raise TypeError.)
+        before = [d for d in inp.prior_discharges
+                  if _local_date(d, zone) <= ref_date and d <= ref]
+        if before:
+            days = (ref_date - _local_date(max(before), zone)).days
+            if days <= cfg.readmission_days:
+                readmission = days
+    return RiskFacts(
+        los=los, emergent=inp.emergent, emergent_reason=inp.emergent_reason,
+        diagnoses=diagnoses_key(inp.diagnoses),
+        ed_6m=sum(1 for d in ed_days if d <= cfg.ed_lookback_days),
+        recent_ed=sum(1 for d in ed_days if d <= cfg.frequent_ed_days),
+        readmission_days=readmission, discharge_disposition=inp.discharge_disposition,
+        final=inp.final)
 
 
 def assess(inp: RiskInput, cfg: RiskConfig) -> RiskResult:
@@ -505,39 +561,40 @@ def assess(inp: RiskInput, cfg: RiskConfig) -> RiskResult:
     discharge date), ``against_medical_advice`` (disposition in ama_dispositions),
     ``cms_condition`` (HRRP code sets), ``frequent_ed`` (>= frequent_ed_visits prior ED
     visits within frequent_ed_days), ``social_needs`` (Z55-Z65). Sources: module
-    docstring.
+    docstring. Same as ``assess_facts(risk_facts(inp, cfg), cfg)``.
     """
-    zone = ZoneInfo(inp.tz)
-    ref = inp.admit_at if inp.admit_at is not None else inp.as_of
-    _local_date(inp.as_of, zone)  # validates awareness even when admit_at is given
-    los = None if inp.admit_at is None else length_of_stay_days(inp.admit_at, inp.as_of, inp.tz)
-    ch = charlson(inp.diagnoses)
-    ed_6m = _visits_within(inp.prior_ed_visits, ref, cfg.ed_lookback_days, zone)
-    result = lace(los or 0, inp.emergent, ch.lace_points, ed_6m)
-    factors = _lace_factors(inp, los, result, ch, ed_6m, cfg)
+    return assess_facts(risk_facts(inp, cfg), cfg)
+
+
+def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
+    """:func:`assess` from the facts it reads (:func:`risk_facts`)."""
+    diagnosis = _diagnosis_facts(facts.diagnoses)
+    ch = diagnosis.charlson
+    ed_6m = facts.ed_6m
+    result = lace(facts.los or 0, facts.emergent, ch.lace_points, ed_6m)
+    factors = _lace_factors(facts, result, diagnosis.c_detail, cfg)
 
     fired: dict[FlagCode, tuple[Factor, ...]] = {}
     if result.score >= cfg.flag_lace_at:
         fired["high_lace"] = tuple(f for f in factors if f.points)
-    if (readmit := _readmission_factor(ref, inp.prior_discharges, cfg, zone)) is not None:
-        fired["readmission_30d"] = (readmit,)
-    if (ama := _find_code(inp.discharge_disposition, cfg.ama_dispositions)) is not None:
+    if (days := facts.readmission_days) is not None:
+        fired["readmission_30d"] = (Factor(
+            "readmission.days_since_discharge", None,
+            f"admitted {_days(days)} after a prior inpatient discharge "
+            f"(window {cfg.readmission_days} days)"),)
+    if (ama := _find_code(facts.discharge_disposition, cfg.ama_dispositions)) is not None:
         fired["against_medical_advice"] = (
             Factor("discharge.disposition", None, f"discharge disposition {ama}"),)
-    if cms := cms_conditions(inp.diagnoses):
-        fired["cms_condition"] = tuple(
-            Factor(f"cms.{m.condition}", None, f"{m.name}: {format_icd10(m.code)}")
-            for m in cms)
-    recent_ed = _visits_within(inp.prior_ed_visits, ref, cfg.frequent_ed_days, zone)
+    if diagnosis.cms:
+        fired["cms_condition"] = diagnosis.cms
+    recent_ed = facts.recent_ed
     if recent_ed >= cfg.frequent_ed_visits:
         fired["frequent_ed"] = (Factor(
             "ed.visits", None,
             f"{recent_ed} ED visits in the {cfg.frequent_ed_days} days before admission "
             f"(threshold {cfg.frequent_ed_visits})"),)
-    if needs := social_needs(inp.diagnoses):
-        fired["social_needs"] = tuple(
-            Factor(f"sdoh.{m.condition}", None, f"{m.name}: {format_icd10(m.code)}")
-            for m in needs)
+    if diagnosis.social:
+        fired["social_needs"] = diagnosis.social
 
     flags = tuple(
         RiskFlag(code, _FLAG_DISPLAY[code].format(days=cfg.readmission_days), fired[code])
@@ -550,5 +607,5 @@ def assess(inp: RiskInput, cfg: RiskConfig) -> RiskResult:
         charlson=ch,
         factors=factors,
         flags=flags,
-        final=inp.final,
+        final=facts.final,
     )

@@ -23,8 +23,9 @@ Shift semantics (all in the manager's own IANA time zone):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -75,6 +76,17 @@ class _Model(BaseModel):
     # silently ignored field; numbers coerced to strings because unit and payer ids are
     # often numeric in YAML (``units: [4]``).
     model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+    # Derived values (indexes, memos) are cached_property entries in __dict__: never
+    # fields, never stored, ignored by equality and hashing. A copy with other fields
+    # must not inherit them.
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+                   ) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        fields = type(self).model_fields
+        for name in [n for n in copied.__dict__ if n not in fields]:
+            del copied.__dict__[name]
+        return copied
 
 
 def _minutes(hhmm: str) -> int:
@@ -173,10 +185,17 @@ class Manager(_Model):
             raise ValueError("not a valid IANA time zone (e.g. America/New_York)") from None
         return value
 
-    @property
+    @cached_property
     def zone(self) -> ZoneInfo:
-        """The manager's time zone (ZoneInfo caches instances per key)."""
+        """The manager's time zone."""
         return ZoneInfo(self.timezone)
+
+    @cached_property
+    def memo(self) -> dict[Any, Any]:
+        """Values pure functions derive from this manager (shift occurrences by local day,
+        normalised eligibility lists: see streams.care.assignment), kept with the frozen
+        value they come from. Not a field: never stored, ignored by equality."""
+        return {}
 
 
 class Roster(_Model):
@@ -218,15 +237,39 @@ class Roster(_Model):
 
     def team(self, team_id: str) -> Team | None:
         """The team with this id, or None."""
-        return next((t for t in self.teams if t.id == team_id), None)
+        return self._teams_by_id.get(team_id)
 
     def manager(self, manager_id: str) -> Manager | None:
         """The manager with this id, or None."""
-        return next((m for m in self.managers if m.id == manager_id), None)
+        return self._managers_by_id.get(manager_id)
 
     def members(self, team_id: str) -> tuple[Manager, ...]:
         """Managers of a team, ordered by id (deterministic whatever the file order)."""
-        return tuple(sorted((m for m in self.managers if team_id in m.teams), key=lambda m: m.id))
+        found = self._members.get(team_id)
+        if found is None:
+            found = tuple(sorted((m for m in self.managers if team_id in m.teams),
+                                 key=lambda m: m.id))
+        return found
+
+    # Indexes (ids are unique: the validator refuses duplicates). Every decision looks
+    # teams and managers up; the roster is a frozen value, so they are built once.
+    @cached_property
+    def _teams_by_id(self) -> dict[str, Team]:
+        return {t.id: t for t in self.teams}
+
+    @cached_property
+    def _managers_by_id(self) -> dict[str, Manager]:
+        return {m.id: m for m in self.managers}
+
+    @cached_property
+    def _members(self) -> dict[str, tuple[Manager, ...]]:
+        return {t.id: tuple(sorted((m for m in self.managers if t.id in m.teams),
+                                   key=lambda m: m.id)) for t in self.teams}
+
+    @cached_property
+    def teams_for_memo(self) -> dict[tuple[str, str | None, str | None], tuple[Team, ...]]:
+        """Memo of :func:`teams_for` by (facility, unit, specialty)."""
+        return {}
 
     def to_json(self) -> str:
         """Compact JSON, as carried on the config topic; :meth:`from_json` reads it back."""
@@ -447,6 +490,18 @@ def teams_for(
     """
     if facility is None:
         return []
+    memo = roster.teams_for_memo
+    found = memo.get((facility, unit, specialty))
+    if found is None:
+        if len(memo) >= 4096:  # units come from the feed: bound the memo
+            memo.clear()
+        found = memo[(facility, unit, specialty)] = tuple(
+            _teams_for(roster, facility, unit, specialty))
+    return list(found)
+
+
+def _teams_for(roster: Roster, facility: str, unit: str | None, specialty: str | None
+               ) -> list[Team]:
     ranked: list[tuple[int, int, int, int, Team]] = []
     for index, team in enumerate(roster.teams):
         if not _same(team.facility, facility):

@@ -18,7 +18,7 @@ OPEN_TASK_STATUSES = frozenset({"requested", "in-progress", "on-hold"})
 
 class _State(BaseModel):
     # Not frozen: the engine copies on write (a shallow copy of the patient, then of each
-    # episode it changes, with its tasks) before changing anything, so the caller's state
+    # episode and task it changes) before changing anything, so the caller's state
     # is never mutated and "apply twice" can be compared with "once". A new state shares
     # the parts it did not change with the old one: treat both as read-only.
     model_config = ConfigDict(extra="ignore")

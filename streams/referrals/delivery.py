@@ -74,6 +74,8 @@ __all__ = [
     "jitter_fraction",
     "new_state",
     "record_attempt",
+    "replay_job",
+    "restarts",
     "sign",
     "signature_header",
     "verify_signature",
@@ -313,3 +315,25 @@ def forgettable(state: DeliveryState, now: datetime, policy: DeliveryPolicy) -> 
     """A finished delivery old enough to drop from the table."""
     return (state.terminal and state.finished_at is not None
             and now - state.finished_at >= timedelta(seconds=policy.retain_s))
+
+
+# ------------------------------------------------------------------------- replays
+
+
+def replay_job(original: bytes, dead_letter_id: str, now: datetime) -> DeliveryJob:
+    """The job a dead-lettered delivery is re-queued as (``hub dlq replay``): the same id
+    (the agency's Idempotency-Key, so an agency that did get it after all dedups it) and
+    body, ``created_at = now`` (a full ``max_age_s`` of retries again) and ``replay_of``
+    the dead letter. Raises ``ValueError`` (pydantic's ValidationError is one) when
+    ``original`` is not a DeliveryJob."""
+    job = DeliveryJob.model_validate_json(original)
+    return job.model_copy(update={"created_at": now, "replay_of": dead_letter_id})
+
+
+def restarts(previous: DeliveryState, job: DeliveryJob) -> bool:
+    """Whether ``job``, whose id the table already holds as ``previous``, starts the
+    delivery again: only a replay of a delivery given up, once per dead letter. A plain
+    redelivery of the topic, a replay of one delivered or still retrying, or the same
+    replay twice are duplicates."""
+    return (job.replay_of is not None and previous.status == "exhausted"
+            and previous.job.replay_of != job.replay_of)

@@ -2,10 +2,11 @@
 
 Inputs (all keyed by patient key, co-partitioned): canonical events (care.events), risk
 records (care.flags), assignments (care.assignments), consent (config.consent) and agency
-status updates (referrals.updates). Emits: :class:`ReferralOutput` on care.referrals, the
-agency copy on ``referrals.<agency>`` (keyed by the agency Task id), a
-:class:`DeliveryJob` on referrals.deliveries when the agency has a webhook, and an
-escalation on care.escalations when no agency is left for a need.
+status updates (referrals.updates, which also carries this stage's own merge commands,
+:class:`ReferralCommand`). Emits: :class:`ReferralOutput` on care.referrals, the agency
+copy on ``referrals.<agency>`` (keyed by the agency Task id), a :class:`DeliveryJob` on
+referrals.deliveries when the agency has a webhook, an escalation on care.escalations
+when no agency is left for a need, and merge commands on referrals.updates.
 
 Rules (documented here so they can be argued with in one place):
 
@@ -41,6 +42,31 @@ Rules (documented here so they can be argued with in one place):
   stay terminal. accepted -> ``accepted_at``, ``time_to_accept_s``; completed ->
   ``completed_at``, ``time_to_complete_s`` (both measured from ``requested_at``).
   The agency's own changes go to care.referrals and its topic, but no webhook (it knows).
+* **What the agency hears.** The hub's record (care.referrals) is republished with
+  ``version + 1`` on every change; the agency copy only when what it says changed (a
+  content hash of the minimum-necessary projection, kept in the Task state, so it holds
+  across restarts). The copy has its own ``version`` (``AgencyTask.agency_version``):
+  an unchanged copy is not put on ``referrals.<agency>`` again and no webhook is sent (a
+  new case manager with the same contact, a discharge time on the same day, a county
+  the copy does not carry). Hub cancellations change the status, so they always go out.
+* **Address and demographics changes** (A08, A31, any event with new values): an open
+  referral whose agency copy would change is re-sent. A referral still ``requested``
+  whose agency no longer serves the new area (ZIP or county) is cancelled there
+  (``patient_moved_out_of_area``, the agency is told) and goes to the next matching
+  agency (``attempt + 1``); accepted ones stay with their agency, which gets the new
+  address. Nothing new goes out while referrals are suppressed.
+* **Merges** (A40/A47: a merge event on the surviving key names the prior key), as in
+  the care stage: the survivor asks the prior key (``handover`` on referrals.updates,
+  keyed by the prior key), which answers with its whole referral state (``absorb``,
+  keyed by the survivor) and from then on forwards whatever reaches it (agency updates
+  still addressed to the old key, late events) to the survivor. Until the absorb
+  arrives the survivor holds its inputs (:class:`ReferralMergeWait`), so a need the
+  prior key already referred is not referred again. Absorbed referrals keep their ids
+  (derived once, from the prior key) and open ones are republished under the survivor's
+  key (the agency copy only if it changed). The same need of the same episode under
+  both keys (a wait that expired): the more advanced one is kept, the other's open
+  Task withdrawn (``entered-in-error``, ``merged_duplicate``). Consent: the latest
+  record of either key wins.
 
 Pure: no clock (``decided_at`` is the cause's own time), no I/O; the input state is never
 mutated (deep copy); a duplicate input id is a no-op; every id is derived
@@ -49,19 +75,30 @@ mutated (deep copy); a duplicate input id is a no-op; every id is derived
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+import orjson
+
 from mappers import fhir_out
-from mappers.fhir_referral import agency_copy, agency_patient, hub_bundle
+from mappers.fhir_referral import (
+    agency_bundle,
+    agency_content_hash,
+    agency_copy,
+    agency_patient,
+    hub_bundle,
+)
 from schemas import topics
 from schemas.canonical import Address, CanonicalEvent, EventKind, derive_id
 from schemas.care import AssignmentOutput, EscalationOutput, FlagOutput
 from schemas.referrals import (
     TERMINAL_STATUSES,
+    AgencyReferral,
     ConsentRecord,
     Contact,
     DeliveryJob,
+    ReferralCommand,
     ReferralOutput,
     ReferralUpdate,
 )
@@ -69,20 +106,29 @@ from streams.care.engine import Emit
 from streams.care.roster import Roster, Team, teams_for
 from streams.referrals.config import ReferralsConfig
 from streams.referrals.directory import Directory
-from streams.referrals.matching import PatientArea, candidates, suppression
+from streams.referrals.matching import (
+    PatientArea,
+    Suppression,
+    candidates,
+    in_service_area,
+    suppression,
+)
 from streams.referrals.needs import Need, detect_needs
 from streams.referrals.state import (
     AgencyTask,
     Demographics,
     EpisodeInfo,
+    HeldInput,
     Referral,
+    ReferralMergeWait,
     ReferralPatientState,
 )
 
-__all__ = ["TRANSITIONS", "ReferralContext", "ReferralInput", "apply_referral",
-           "decode_referral_input", "input_id"]
+__all__ = ["MERGED_DUPLICATE", "MOVED_OUT_OF_AREA", "TRANSITIONS", "ReferralContext",
+           "ReferralInput", "apply_referral", "decode_referral_input", "input_id"]
 
-ReferralInput = CanonicalEvent | FlagOutput | AssignmentOutput | ConsentRecord | ReferralUpdate
+ReferralInput = (CanonicalEvent | FlagOutput | AssignmentOutput | ConsentRecord | ReferralUpdate
+                 | ReferralCommand)
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "requested": frozenset({"accepted", "rejected", "in-progress", "cancelled"}),
@@ -96,6 +142,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 OPT_IN_WINDOW = timedelta(days=30)
 """Lifting a suppression refers the needs of episodes discharged at most this long ago."""
 
+MOVED_OUT_OF_AREA = "patient_moved_out_of_area"
+"""Status reason of a referral cancelled because the agency does not serve the new address."""
+MERGED_DUPLICATE = "merged_duplicate"
+"""Status reason of a Task withdrawn because a merge brought the same referral twice."""
+
 
 @dataclass(frozen=True)
 class ReferralContext:
@@ -103,6 +154,11 @@ class ReferralContext:
     directory: Directory
     roster: Roster
     render_fhir: bool = True
+    merge_wait_s: float | None = None
+    """How long a surviving key holds its inputs for the prior key's referrals (the
+    worker passes the care stage's ``episode.merge_wait_seconds``). None: no wait, for
+    runs where no absorb can come back (``hub decide`` drops internal commands)."""
+    merge_buffer_max: int = 50
 
 
 def input_id(msg: ReferralInput) -> str:
@@ -111,6 +167,8 @@ def input_id(msg: ReferralInput) -> str:
         return msg.event_id
     if isinstance(msg, FlagOutput | AssignmentOutput | ReferralUpdate):
         return msg.id
+    if isinstance(msg, ReferralCommand):
+        return derive_id("referral-command", msg.cause_event_id, msg.op, msg.target_key)
     return derive_id("consent", msg.patient_key, msg.referrals, msg.at.isoformat())
 
 
@@ -125,7 +183,12 @@ def decode_referral_input(topic: str, value: bytes) -> ReferralInput:
     if topic == topics.CONFIG_CONSENT.name:
         return ConsentRecord.model_validate_json(value)
     if topic == topics.REFERRALS_UPDATES.name:
-        return ReferralUpdate.model_validate_json(value)
+        # The agencies' updates and this stage's merge commands share the topic (both
+        # keyed by patient key); a command says so in ``type``.
+        data = orjson.loads(value)
+        if isinstance(data, dict) and data.get("type") == "command":
+            return ReferralCommand.model_validate(data)
+        return ReferralUpdate.model_validate(data)
     raise ValueError(f"the referrals stage does not read topic {topic!r}")
 
 
@@ -134,34 +197,181 @@ def apply_referral(state: ReferralPatientState | None, key: str, msg: ReferralIn
                    ) -> tuple[ReferralPatientState, list[Emit]]:
     """Apply one input to one patient's referral state (see the module docstring).
 
-    ``now`` is only a fallback; every input carries its own time.
+    ``now`` is the processing time: a fallback for decisions (every input carries its
+    own time) and the clock of a merge wait.
     """
     p = state.model_copy(deep=True) if state is not None else ReferralPatientState(key=key)
     out: list[Emit] = []
-    mid = input_id(msg)
-    if mid in p.seen:
-        return p, out
-    run = _Run(p, ctx, out)
-    if isinstance(msg, CanonicalEvent):
-        run.on_event(msg)
-    elif isinstance(msg, FlagOutput):
-        run.on_flag(msg)
-    elif isinstance(msg, AssignmentOutput):
-        run.on_assignment(msg)
-    elif isinstance(msg, ConsentRecord):
-        run.on_consent(msg)
-    else:
-        run.on_update(msg)
-    p.seen.append(mid)
-    del p.seen[:-ctx.config.remember_inputs]
-    return p, out
+    run = _Run(p, ctx, out, now)
+    run.admit(msg)
+    return run.p, out
 
 
 class _Run:
     """One application of one input (holds the copied state, context and emits)."""
 
-    def __init__(self, p: ReferralPatientState, ctx: ReferralContext, out: list[Emit]) -> None:
-        self.p, self.ctx, self.cfg, self.out = p, ctx, ctx.config, out
+    def __init__(self, p: ReferralPatientState, ctx: ReferralContext, out: list[Emit],
+                 now: datetime) -> None:
+        self.p, self.ctx, self.cfg, self.out, self.now = p, ctx, ctx.config, out, now
+
+    # --- admission: duplicates, merge waits, merged-away keys
+
+    def admit(self, msg: ReferralInput) -> None:
+        mid = input_id(msg)
+        if mid in self.p.seen:
+            return
+        self._admit(msg)
+        self.p.seen.append(mid)
+        del self.p.seen[:-self.cfg.remember_inputs]
+
+    def _admit(self, msg: ReferralInput) -> None:
+        """Apply ``msg`` now, or hold it back while a merge's referrals are on their way."""
+        wait = self.p.merge_wait
+        if wait is not None and not (isinstance(msg, ReferralCommand) and msg.op == "absorb"
+                                     and msg.cause_event_id in wait.awaiting):
+            limit = self.ctx.merge_wait_s
+            if limit is not None and len(wait.buffered) < self.ctx.merge_buffer_max and \
+                    self.now < wait.since + timedelta(seconds=limit):
+                wait.buffered.append(HeldInput(topic=_topic_of(msg),
+                                               value=msg.model_dump(mode="json")))
+                return
+            self._stop_waiting(expired=True)
+        self._apply(msg)
+
+    def _stop_waiting(self, *, expired: bool) -> None:
+        """End the merge wait and replay what it held, in order (a replayed merge may
+        start a new wait, which holds the rest again)."""
+        wait = self.p.merge_wait
+        assert wait is not None
+        self.p.merge_wait = None
+        if expired:
+            self.p.merge_waits_expired += 1
+        for held in wait.buffered:
+            self._admit(decode_referral_input(held.topic, orjson.dumps(held.value)))
+
+    def _apply(self, msg: ReferralInput) -> None:
+        if self.p.merged_into and not isinstance(msg, ReferralCommand):
+            # This key was merged away: its inputs belong to the survivor, in order.
+            self.out.append(Emit(topics.REFERRALS_UPDATES.name, self.p.merged_into,
+                                 ReferralCommand(
+                op="forward", cause_event_id=input_id(msg), decided_at=_time_of(msg),
+                target_key=self.p.merged_into,
+                message={"topic": _topic_of(msg), "value": msg.model_dump(mode="json")})))
+        elif isinstance(msg, CanonicalEvent):
+            self.on_event(msg)
+        elif isinstance(msg, FlagOutput):
+            self.on_flag(msg)
+        elif isinstance(msg, AssignmentOutput):
+            self.on_assignment(msg)
+        elif isinstance(msg, ConsentRecord):
+            self.on_consent(msg)
+        elif isinstance(msg, ReferralUpdate):
+            self.on_update(msg)
+        else:
+            self.on_command(msg)
+
+    # --- merges
+
+    def _merge_started(self, ev: CanonicalEvent) -> None:
+        if ev.merge is None or ev.merge.prior_patient_key in ("", self.p.key):
+            return
+        self.out.append(Emit(topics.REFERRALS_UPDATES.name, ev.merge.prior_patient_key,
+                             ReferralCommand(op="handover", cause_event_id=ev.event_id,
+                                             decided_at=ev.occurred_at, target_key=self.p.key)))
+        if self.ctx.merge_wait_s is not None:
+            self.p.merge_wait = ReferralMergeWait(awaiting=[ev.event_id], since=self.now)
+
+    def on_command(self, cmd: ReferralCommand) -> None:
+        p = self.p
+        if cmd.op == "handover":
+            # Always answer, with nothing to move if need be: the survivor is waiting.
+            moved = None
+            if not p.merged_into and (p.referrals or p.episodes or p.consent is not None
+                                      or p.protection is not None or p.deceased
+                                      or p.demographics != Demographics()):
+                moved = p.model_copy(update={"seen": [], "merge_wait": None}).model_dump(
+                    mode="json")
+            self.out.append(Emit(topics.REFERRALS_UPDATES.name, cmd.target_key,
+                                 ReferralCommand(op="absorb", cause_event_id=cmd.cause_event_id,
+                                                 decided_at=cmd.decided_at,
+                                                 target_key=cmd.target_key, state=moved)))
+            if not p.merged_into:
+                self.p = ReferralPatientState(key=p.key, merged_into=cmd.target_key,
+                                              seen=p.seen, merged_from=p.merged_from,
+                                              partition=p.partition)
+            return
+        if cmd.op == "absorb":
+            if cmd.state is not None:
+                self._absorb(ReferralPatientState.model_validate(cmd.state), cmd)
+            wait = p.merge_wait
+            if wait is not None and cmd.cause_event_id in wait.awaiting:
+                wait.awaiting = [c for c in wait.awaiting if c != cmd.cause_event_id]
+                if not wait.awaiting:
+                    self._stop_waiting(expired=False)
+            return
+        if cmd.message is not None:  # forward
+            self.admit(decode_referral_input(cmd.message["topic"],
+                                             orjson.dumps(cmd.message["value"])))
+
+    def _absorb(self, src: ReferralPatientState, cmd: ReferralCommand) -> None:
+        """Merge a prior key's referral state into this (surviving) key."""
+        p, cause, at = self.p, cmd.cause_event_id, cmd.decided_at
+        if src.key == p.key or src.key in p.merged_from:
+            return  # already here (a replayed absorb)
+        _fill_demographics(p.demographics, src.demographics)
+        if p.protection is None:
+            p.protection = src.protection
+        p.deceased = p.deceased or src.deceased
+        if src.consent_at is not None and (p.consent_at is None or src.consent_at > p.consent_at):
+            p.consent, p.consent_at = src.consent, src.consent_at
+        for key, ep in src.episodes.items():
+            mine = p.episodes.get(key)
+            if mine is None:
+                p.episodes[key] = ep
+                continue
+            # The survivor's own record of an episode wins; a need documented under
+            # either key stays known.
+            known = {(c, sys) for c, sys in mine.diagnoses} | {(c, sys) for c, sys in ep.diagnoses}
+            mine.diagnoses = sorted(known, key=lambda x: (x[0], x[1] or ""))
+            mine.flag_reasons = mine.flag_reasons or ep.flag_reasons
+            mine.manager_id = mine.manager_id or ep.manager_id
+            mine.team = mine.team or ep.team
+        # ignored_updates stay behind: they were counted where they happened.
+        adopted: list[Referral] = []
+        for rid in sorted(src.referrals):
+            ref = src.referrals[rid]
+            if rid in p.referrals:
+                continue
+            twin = self._referral_for(ref.episode_key, ref.need)
+            p.referrals[rid] = ref
+            if twin is None:
+                adopted.append(ref)
+                continue
+            keep, drop = sorted((twin, ref), key=_merge_rank)
+            drop.superseded_by = keep.referral_id
+            keep.need_codes += [c for c in drop.need_codes if c not in keep.need_codes]
+            if keep is ref:
+                adopted.append(ref)
+            task = drop.current()
+            if task is not None and task.status not in TERMINAL_STATUSES:
+                task.status, task.status_reason = "entered-in-error", MERGED_DUPLICATE
+                self._change(drop, task, self._ep_of(drop), cause, at,
+                             "referral.merge.duplicate", notify=True)
+        p.merged_from = sorted({*p.merged_from, src.key, *src.merged_from})
+        if p.deceased:
+            self._end_all("patient_deceased", cause, at, "referral.cancel.deceased")
+            return
+        if (why := self._suppressed()) is not None:
+            self._suppress(why.reason, cause, at, "referral.merge.suppressed")
+        # Republished under this key (the hub view and staff see the survivor); the
+        # agency copy only goes out again if it changed, or moves if the area did.
+        self._refresh(cause, at, "referral.merge", refs=adopted, force=True)
+
+    def _referral_for(self, episode_key: str, need: str) -> Referral | None:
+        """The live referral of one need of one episode (not one a merge superseded)."""
+        found = [r for r in self.p.referrals.values()
+                 if r.episode_key == episode_key and r.need == need and r.superseded_by is None]
+        return min(found, key=_merge_rank) if found else None
 
     # --- inputs
 
@@ -174,16 +384,21 @@ class _Run:
         if pat.protection_indicator and not was_suppressed:
             self._suppress("protection_indicator", ev.event_id, ev.occurred_at,
                            "referral.protection")
+        if ev.kind == EventKind.MERGE:
+            self._merge_started(ev)
         if ev.kind == EventKind.MERGE or ev.encounter is None:
             if pat.deceased:
                 self._end_all("patient_deceased", ev.event_id, ev.occurred_at,
                               "referral.cancel.deceased")
                 p.deceased = True
-            elif was_suppressed and self._suppressed() is None:
+                return
+            if was_suppressed and self._suppressed() is None:
                 self._reconsider(ev.event_id, ev.occurred_at)
+            self._refresh(ev.event_id, ev.occurred_at, "referral.patient")
             return
         ep = self._episode(ev)
         if ep is None:
+            self._refresh(ev.event_id, ev.occurred_at, "referral.patient")
             return
         kind = ev.kind
         if kind == EventKind.CANCEL_ADMIT:
@@ -191,6 +406,7 @@ class _Run:
             for ref in self._referrals_of(ep):
                 self._withdraw(ref, ep, "admission_cancelled", ev.event_id, ev.occurred_at,
                                "referral.withdraw.cancel_admit", only_unaccepted=False)
+            self._refresh(ev.event_id, ev.occurred_at, "referral.patient")
             return
         if kind == EventKind.CANCEL_DISCHARGE:
             ep.discharge_at, ep.disposition = None, None
@@ -199,6 +415,7 @@ class _Run:
                     self._withdraw(ref, ep, "discharge_cancelled", ev.event_id,
                                    ev.occurred_at, "referral.withdraw.cancel_discharge",
                                    only_unaccepted=True)
+            self._refresh(ev.event_id, ev.occurred_at, "referral.patient")
             return
         _absorb_encounter(ep, ev)
         disposition = (ep.disposition or "").strip().casefold()
@@ -216,6 +433,9 @@ class _Run:
             return
         if was_suppressed and self._suppressed() is None:
             self._reconsider(ev.event_id, ev.occurred_at)
+        # Before the discharge republish: a referral the agency can no longer serve moves
+        # first, rather than telling the old agency the new address.
+        self._refresh(ev.event_id, ev.occurred_at, "referral.patient")
         self._refer(ep, ev.event_id, ev.occurred_at)
         if ep.discharge_at is not None and self.cfg.republish_on_discharge:
             day = self._discharge_date(ep)
@@ -248,6 +468,7 @@ class _Run:
         if ep is None:
             ep = self.p.episodes[a.encounter_key] = EpisodeInfo(
                 key=a.encounter_key, facility=a.facility)
+        was_manager = ep.manager_id
         if a.status == "assigned":
             ep.manager_id, ep.team = a.manager_id, a.team or ep.team
         elif a.status == "unassigned":
@@ -256,8 +477,11 @@ class _Run:
             return  # released: the referral still names who referred
         for ref in self._referrals_of(ep):
             task = ref.current()
-            if task is not None and task.status not in TERMINAL_STATUSES and \
-                    task.sent_contact != _contact_list(self._contact(ep)):
+            # A new manager changes the hub's record (the staff view filters by it); the
+            # agency only hears of it if the referring contact in its copy changed.
+            if task is not None and task.status not in TERMINAL_STATUSES and (
+                    ep.manager_id != was_manager or
+                    task.sent_contact != _contact_list(self._contact(ep))):
                 self._change(ref, task, ep, a.id, a.decided_at, "referral.contact",
                              notify=True)
 
@@ -291,7 +515,7 @@ class _Run:
             task.accepted_at = u.at
         if u.status == "completed":
             task.completed_at = u.at
-        ep = self.p.episodes.get(ref.episode_key) or EpisodeInfo(key=ref.episode_key)
+        ep = self._ep_of(ref)
         self._change(ref, task, ep, u.id, u.at, f"referral.update.{u.status}", notify=False)
         if u.status == "rejected":
             self._next_agency(ref, ep, u.id, u.at, "referral.rereferral")
@@ -307,11 +531,13 @@ class _Run:
         needs = detect_needs(ep.diagnoses, ep.disposition if ep.discharge_at else None,
                              ep.flag_reasons, cfg)
         for need in needs:
-            rid = derive_id("referral", self.p.key, ep.key, need.service)
-            ref = self.p.referrals.get(rid)
+            # Looked up by episode and need, not by id: a referral a merge brought from
+            # the prior key keeps the id derived from that key.
+            ref = self._referral_for(ep.key, need.service)
             if ref is not None:
                 ref.need_codes += [c for c in need.codes if c not in ref.need_codes]
                 continue
+            rid = derive_id("referral", self.p.key, ep.key, need.service)
             ref = self.p.referrals[rid] = _new_referral(rid, ep, need, cause, at)
             self._next_agency(ref, ep, cause, at, "referral.new")
 
@@ -341,8 +567,7 @@ class _Run:
             task = ref.current()
             if task is not None and task.status == "requested":
                 task.status, task.status_reason = "cancelled", reason
-                ep = self.p.episodes.get(ref.episode_key) or EpisodeInfo(key=ref.episode_key)
-                self._change(ref, task, ep, cause, at, rule, notify=True)
+                self._change(ref, task, self._ep_of(ref), cause, at, rule, notify=True)
 
     def _reconsider(self, cause: str, at: datetime) -> None:
         for ep in sorted(self.p.episodes.values(), key=lambda e: e.key):
@@ -354,8 +579,7 @@ class _Run:
             task = ref.current()
             if task is not None and task.status not in TERMINAL_STATUSES:
                 task.status, task.status_reason = "cancelled", reason
-                ep = self.p.episodes.get(ref.episode_key) or EpisodeInfo(key=ref.episode_key)
-                self._change(ref, task, ep, cause, at, rule, notify=True)
+                self._change(ref, task, self._ep_of(ref), cause, at, rule, notify=True)
 
     def _withdraw(self, ref: Referral, ep: EpisodeInfo, reason: str, cause: str, at: datetime,
                   rule: str, *, only_unaccepted: bool) -> None:
@@ -375,11 +599,11 @@ class _Run:
         task.updated_at = max(task.updated_at, at)
         self._publish(ref, task, ep, cause, at, rule, notify=notify)
 
-    def _publish(self, ref: Referral, task: AgencyTask, ep: EpisodeInfo, cause: str,
-                 at: datetime, rule: str, *, notify: bool) -> None:
+    def _copy(self, ref: Referral, task: AgencyTask, ep: EpisodeInfo
+              ) -> tuple[AgencyReferral, str]:
+        """The agency copy as it would be now (no FHIR, version and time not final) and
+        its content hash."""
         d = self.p.demographics
-        contact = self._contact(ep)
-        discharge = self._discharge_date(ep)
         copy = agency_copy(
             task_id=task.task_id, referral_id=ref.referral_id, agency_id=task.agency_id,
             status=task.status, status_reason=task.status_reason, need=ref.need,
@@ -388,10 +612,27 @@ class _Run:
                 phone=d.phone, address=Address(line=d.line, city=d.city, state=d.state,
                                                postal_code=d.postal_code),
                 language=d.language),
-            discharge_date=discharge, referring=contact, authored_at=task.requested_at,
-            updated_at=task.updated_at, version=task.version,
-            render_fhir=self.ctx.render_fhir)
-        task.sent_discharge, task.sent_contact = discharge, _contact_list(contact)
+            discharge_date=self._discharge_date(ep), referring=self._contact(ep),
+            authored_at=task.requested_at, updated_at=task.updated_at, version=task.version,
+            render_fhir=False)
+        return copy, agency_content_hash(copy)
+
+    def _publish(self, ref: Referral, task: AgencyTask, ep: EpisodeInfo, cause: str,
+                 at: datetime, rule: str, *, notify: bool) -> None:
+        copy, digest = self._copy(ref, task, ep)
+        changed = digest != task.agency_hash
+        if changed:
+            # Older states have no agency version: their copies carried ``version``.
+            task.agency_version = task.version if task.agency_version is None \
+                else task.agency_version + 1
+            task.agency_hash, task.agency_updated_at = digest, task.updated_at
+        copy = copy.model_copy(update={
+            "version": task.agency_version or task.version,
+            "updated_at": task.agency_updated_at or task.updated_at})
+        if self.ctx.render_fhir:
+            copy = copy.model_copy(update={"fhir": agency_bundle(copy)})
+        task.sent_discharge, task.sent_contact = copy.discharge_date, _contact_list(copy.referring)
+        task.sent_patient = _patient_hash(self.p.demographics)
         output = ReferralOutput(
             id=task.task_id, referral_id=ref.referral_id, cause_event_id=cause, rule=rule,
             patient_key=self.p.key, encounter_key=ep.key, facility=ep.facility,
@@ -407,16 +648,48 @@ class _Run:
             output = output.model_copy(update={"fhir": hub_bundle(output)})
         self.out.append(Emit(topics.CARE_REFERRALS.name, self.p.key, output))
         agency = self.ctx.directory.by_id(task.agency_id)
-        if agency is None:
-            return  # removed from the directory: its topic may be gone; the hub view stays
+        if agency is None or not changed:
+            # Removed from the directory: its topic may be gone (the hub view stays).
+            # Unchanged: the agency has this copy already, on its topic and by webhook.
+            return
         self.out.append(Emit(topics.agency_topic(agency.id), task.task_id, copy))
         hook = agency.delivery.webhook
         if notify and hook is not None:
-            self.out.append(Emit(topics.REFERRALS_DELIVERIES.name,
-                                 derive_id(task.task_id, task.version), DeliveryJob(
-                id=derive_id(task.task_id, task.version), agency_id=agency.id, url=hook.url,
-                secret_env=hook.secret_env, body=copy.model_dump_json(exclude_none=True),
-                created_at=at, referral_task_id=task.task_id, version=task.version)))
+            job_id = derive_id(task.task_id, copy.version)
+            self.out.append(Emit(topics.REFERRALS_DELIVERIES.name, job_id, DeliveryJob(
+                id=job_id, agency_id=agency.id, url=hook.url, secret_env=hook.secret_env,
+                body=copy.model_dump_json(exclude_none=True), created_at=at,
+                referral_task_id=task.task_id, version=copy.version)))
+
+    def _refresh(self, cause: str, at: datetime, rule: str, *,
+                 refs: list[Referral] | None = None, force: bool = False) -> None:
+        """Bring open referrals up to date with the patient's demographics: re-send the
+        agency copy when it changed; move a ``requested`` one whose agency no longer
+        serves the patient's area to the next matching agency. ``force``: republish the
+        hub record even if nothing the agency sees changed (a merge re-keys it)."""
+        if not self.p.referrals or self._suppressed() is not None or self.p.deceased:
+            return  # no new patient data goes out while suppressed
+        digest = _patient_hash(self.p.demographics)
+        area = self._area()
+        chosen = refs if refs is not None else sorted(
+            self.p.referrals.values(), key=lambda r: (r.episode_key, r.need, r.referral_id))
+        for ref in chosen:
+            task = ref.current()
+            if task is None or task.status in TERMINAL_STATUSES or ref.superseded_by:
+                continue
+            if not force and task.sent_patient in (None, digest):
+                continue  # unchanged (None: a state from before this was recorded)
+            ep = self._ep_of(ref)
+            agency = self.ctx.directory.by_id(task.agency_id)
+            if task.status == "requested" and agency is not None and \
+                    not in_service_area(agency, area):
+                task.status, task.status_reason = "cancelled", MOVED_OUT_OF_AREA
+                self._change(ref, task, ep, cause, at, "referral.cancel.moved", notify=True)
+                self._next_agency(ref, ep, cause, at, "referral.rematch")
+            elif force or self._copy(ref, task, ep)[1] != task.agency_hash:
+                self._change(ref, task, ep, cause, at, rule, notify=True)
+            else:
+                task.sent_patient = digest  # e.g. only the county changed, still served
 
     def _escalate(self, ref: Referral, ep: EpisodeInfo, cause: str, at: datetime) -> None:
         team = self._team(ep)
@@ -432,7 +705,10 @@ class _Run:
 
     # --- helpers
 
-    def _suppressed(self) -> object | None:
+    def _ep_of(self, ref: Referral) -> EpisodeInfo:
+        return self.p.episodes.get(ref.episode_key) or EpisodeInfo(key=ref.episode_key)
+
+    def _suppressed(self) -> Suppression | None:
         return suppression(self.p.opted_out(), self.p.consent_at, self.p.protection)
 
     def _ignore(self, reason: str) -> None:
@@ -556,3 +832,51 @@ def _contact_list(c: Contact) -> list[str | None]:
 
 def _seconds(start: datetime, end: datetime | None) -> float | None:
     return (end - start).total_seconds() if end is not None else None
+
+
+def _fill_demographics(d: Demographics, src: Demographics) -> None:
+    """Take from ``src`` (a merged-away key) what ``d`` does not know, group by group."""
+    if not (d.family_name or d.given_names):
+        d.family_name, d.given_names = src.family_name, list(src.given_names)
+    d.birth_date = d.birth_date or src.birth_date
+    d.phone = d.phone or src.phone
+    d.language = d.language or src.language
+    if not (d.line or d.city or d.postal_code or d.county):
+        d.line, d.city, d.state = list(src.line), src.city, src.state
+        d.postal_code, d.county = src.postal_code, src.county
+
+
+def _patient_hash(d: Demographics) -> str:
+    """What the agency copy's patient is built from, plus the county (matching reads it)."""
+    data = d.model_dump(mode="json")
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+_RANK = {"accepted": 0, "in-progress": 0, "on-hold": 0, "completed": 1, "requested": 2}
+
+
+def _merge_rank(ref: Referral) -> tuple[int, datetime, str]:
+    """Which of two referrals of one need to keep after a merge (lowest first): the one an
+    agency works on or finished, then the one still waiting, then the oldest."""
+    task = ref.current()
+    return (_RANK.get(task.status, 3) if task else 4, ref.created_at, ref.referral_id)
+
+
+def _topic_of(msg: ReferralInput) -> str:
+    if isinstance(msg, CanonicalEvent):
+        return topics.CARE_EVENTS.name
+    if isinstance(msg, FlagOutput):
+        return topics.CARE_FLAGS.name
+    if isinstance(msg, AssignmentOutput):
+        return topics.CARE_ASSIGNMENTS.name
+    if isinstance(msg, ConsentRecord):
+        return topics.CONFIG_CONSENT.name
+    return topics.REFERRALS_UPDATES.name
+
+
+def _time_of(msg: ReferralInput) -> datetime:
+    if isinstance(msg, CanonicalEvent):
+        return msg.occurred_at
+    if isinstance(msg, FlagOutput | AssignmentOutput | ReferralCommand):
+        return msg.decided_at
+    return msg.at

@@ -8,7 +8,7 @@ demographic snapshot the agency copy is built from), like every per-patient tabl
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +71,19 @@ class AgencyTask(_State):
     """The discharge date the agency's latest copy carries."""
     sent_contact: list[str | None] = Field(default_factory=list)
     """[name, phone, email] of the referring contact in the agency's latest copy."""
+    sent_patient: str | None = None
+    """Hash of the demographics (agency projection plus county) the latest copy was built
+    from: a change means the agency must hear of it (or, if it no longer serves the
+    area, lose the referral). None in states written before it existed."""
+    agency_version: int | None = None
+    """The agency copy's own version: bumped only when what the agency sees changed (not
+    on every change of the hub's record). None in older states, whose copies carried
+    ``version``."""
+    agency_hash: str | None = None
+    """Content hash of the latest agency copy published
+    (:func:`mappers.fhir_referral.agency_content_hash`)."""
+    agency_updated_at: datetime | None = None
+    """``updated_at`` of the latest agency copy published."""
 
 
 class Referral(_State):
@@ -86,12 +99,35 @@ class Referral(_State):
     tasks: list[AgencyTask] = Field(default_factory=list)
     """Oldest first; the last one is the current agency."""
     outcome: Literal["no_agency_available"] | None = None
+    superseded_by: str | None = None
+    """After a merge found the same need of the same episode under both patient keys: the
+    referral id kept instead of this one (this one's open Task was withdrawn)."""
 
     def current(self) -> AgencyTask | None:
         return self.tasks[-1] if self.tasks else None
 
     def tried(self) -> list[str]:
         return [t.agency_id for t in self.tasks]
+
+
+class HeldInput(_State):
+    topic: str
+    """Catalogue topic name the input was read from."""
+    value: dict[str, Any]
+
+
+class ReferralMergeWait(_State):
+    """This key survived a merge whose prior key's referrals have not arrived yet (as
+    :class:`streams.care.state.MergeWait`): inputs are held, in order, and replayed right
+    after the absorb, so a need the prior key already referred is not referred twice.
+    Past ``merge_wait_s`` (checked when the next input arrives: this stage has no timer)
+    or ``merge_buffer_max`` held inputs the key stops waiting and replays them anyway."""
+
+    awaiting: list[str]
+    """Merge event ids whose absorb has not arrived."""
+    since: datetime
+    """Processing time the wait began."""
+    buffered: list[HeldInput] = Field(default_factory=list)
 
 
 class ReferralPatientState(_State):
@@ -109,6 +145,11 @@ class ReferralPatientState(_State):
     ``unknown_task``): counts for the metrics."""
     seen: list[str] = Field(default_factory=list)
     partition: int | None = None
+    merged_into: str | None = None
+    """This key was merged away: its inputs are forwarded to the survivor."""
+    merged_from: list[str] = Field(default_factory=list)
+    merge_wait: ReferralMergeWait | None = None
+    merge_waits_expired: int = 0
 
     def opted_out(self) -> bool:
         return self.consent == "opt-out"

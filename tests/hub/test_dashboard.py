@@ -15,15 +15,19 @@ import math
 import os
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from hub.metrics import HubMetrics
+from hub.observe import StreamsSensor
 from hub.settings import Settings
 from hub.web import Ops, OpsServer
+from schemas.care import EscalationOutput, dump_output
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -95,6 +99,15 @@ async def test_dashboard_shows_the_figures_of_data_json(tmp_path: Path) -> None:
                             error_code="missing_patient_identifier", duplicate=False,
                             latency_s=0.01, feed="GENHOSP", trigger="A01", dead_lettered=True)
     metrics.add_provider(Care())
+    # An overdue task escalated by the care timer, seen on its way to the producer.
+    sensor = StreamsSensor()
+    sensor.on_produce_message(None, key=b"GENHOSP|MRN424242", value=orjson.dumps(dump_output(
+        EscalationOutput(id="e1", cause_event_id="ev1", rule="task.overdue",
+                         patient_key="GENHOSP|MRN424242", encounter_key="GENHOSP|V1",
+                         facility="GENHOSP", decided_at=datetime(2026, 11, 24, 13, 0, tzinfo=UTC),
+                         reason="task_overdue", team="med", supervisor="sup-lee", task_id="t1",
+                         task_kind="contact", due=datetime(2026, 11, 20, 17, 0, tzinfo=UTC)))))
+    metrics.add_provider(sensor)
     metrics.set_consumer_lag({("ehr.hl7v2", 0): 4, ("ehr.hl7v2", 1): 3})
     server = OpsServer(Ops(metrics), settings, host="127.0.0.1", port=0)
     await server.start()
@@ -133,6 +146,14 @@ async def test_dashboard_shows_the_figures_of_data_json(tmp_path: Path) -> None:
         assert shown[f"{key}.points"] == str(row["points"])
         assert shown[f"{key}.cap_points"] == str(row["cap_points"])
     assert shown["escalations.0.reason"] == "no_capacity"
+    assert shown["escalations.0.kind"] == "unassigned patient"
+    assert [e["kind"] for e in data["recent_escalations"]] == ["unassigned", "overdue_task"]
+    assert shown["escalations.1.kind"] == "overdue task"
+    assert shown["escalations.1.reason"] == "task_overdue"
+    assert shown["escalations.1.task_kind"] == "contact"
+    assert shown["escalations.1.team"] == "med"
+    assert shown["escalations.1.at"] == "2026-11-24 13:00:00 UTC"
+    assert "MRN424242" not in dom
     assert shown["lag.ehr.hl7v2.lag"] == "7" and shown["lag.ehr.hl7v2.max_lag"] == "4"
     # End-to-end latency: p50 and p95 fall in the 50 ms bucket.
     assert stages["normalize"]["latency_p95_s"] == 0.05

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
+import faust
 import orjson
 
-from hub.dashboard import quantile
+from hub.dashboard import RateTracker, dashboard_data, quantile
 from hub.metrics import HubMetrics, parse_metrics_text
-from hub.observe import CareFiguresAdapter, StreamsSensor
+from hub.observe import CareFiguresAdapter, StreamsSensor, build_ops, watch_worker
 from hub.settings import Settings
-from schemas.care import TICK_KEY
+from schemas.care import TICK_KEY, EscalationOutput, dump_output
 from streams.care_agents import CareFigures
 
 
@@ -168,3 +171,77 @@ def test_sensor_never_disturbs_the_stream() -> None:
     sensor.on_stream_event_out(TP("care.assignments", 0), 0, Stream("episodes"), bad, state)
     state = sensor.on_send_initiated(None, "hub.dlq", FutureMessage(Pending(b"{")), 0, 0)
     assert state == ("unknown", "unknown")
+
+
+# -------------------------------------------- escalations from the produce path
+def _escalation(rule: str, reason: str, *, task: str | None = None,
+                kind: str | None = None, team: str | None = "medsurg") -> bytes:
+    """An escalation as the care engine publishes it (orjson of the wire form)."""
+    esc = EscalationOutput(
+        id=f"esc-{rule}-{task}", cause_event_id="ev1", rule=rule,
+        patient_key="GENHOSP|MRN424242", encounter_key="GENHOSP|V1", facility="GENHOSP",
+        decided_at=datetime(2026, 11, 24, 13, 0, tzinfo=UTC), reason=reason, team=team,
+        supervisor="sup-lee", task_id=task, task_kind=kind,
+        due=datetime(2026, 11, 20, 17, 0, tzinfo=UTC) if task else None)
+    return orjson.dumps(dump_output(esc))
+
+
+def test_sensor_lists_overdue_and_no_agency_escalations_from_the_producer() -> None:
+    sensor = StreamsSensor("p.")
+    assert "recent_escalations" not in sensor.figures()  # nothing yet: no data
+    overdue = _escalation("task.overdue", "task_overdue", task="t1", kind="contact")
+    for _ in range(2):  # a resend after a crash: same deterministic id, listed once
+        sensor.on_produce_message(object(), key=b"GENHOSP|MRN424242", value=overdue,
+                                  partition=None, timestamp=None, headers=None, signal=None)
+    sensor.on_produce_message(object(), key=b"k", value=_escalation(
+        "referral.no_agency", "no_agency_available", kind="referral:housing"))
+    # Unassigned escalations are listed from their assignment output, not twice.
+    sensor.on_produce_message(object(), key=b"k", value=_escalation(
+        "assignment.all_at_cap", "all_at_cap"))
+    # Other outputs, ticks and garbage pass by (the signal never raises).
+    sensor.on_produce_message(object(), key=b"k", value=b'{"type":"task","rule":"x"}')
+    sensor.on_produce_message(object(), key=TICK_KEY, value=None)
+    sensor.on_produce_message(object(), key=b"k", value=b'{"type":"escalation",')
+
+    figs = sensor.figures()
+    assert figs["recent_escalations"] == [
+        {"at": "2026-11-24T13:00:00Z", "team": "medsurg", "reason": "no_agency_available",
+         "kind": "no_agency", "task_kind": "referral:housing"},
+        {"at": "2026-11-24T13:00:00Z", "team": "medsurg", "reason": "task_overdue",
+         "kind": "overdue_task", "task_kind": "contact"}]
+    assert figs["escalations_unassigned"] == 0
+    assert "MRN424242" not in orjson.dumps(figs).decode()
+
+
+def test_watch_worker_connects_the_sensor_to_the_apps_producer_signal() -> None:
+    app = faust.App("test-observe-signal", broker="memory://", store="memory://")
+    ops = build_ops(Settings())
+    watch_worker(ops, Settings(), app, SimpleNamespace(duplicates=0, events=0))
+    # What faust's producer does before every send (faust/transport/drivers/aiokafka.py).
+    app.on_produce_message.send(key=b"k", value=_escalation(
+        "task.overdue", "task_overdue", task="t9", kind="visit"),
+        partition=None, timestamp=None, headers=None)
+    data = dashboard_data(ops.metrics, ops.rates)
+    assert data["recent_escalations"] == [
+        {"at": "2026-11-24T13:00:00Z", "team": "medsurg", "kind": "overdue_task",
+         "reason": "task_overdue", "task_kind": "visit"}]
+
+
+class Leaky:
+    """A provider handing whole outputs over by mistake."""
+
+    def figures(self) -> dict[str, Any]:
+        return {"recent_escalations": [
+            {"at": "2026-11-24T13:00:00Z", "team": "med", "kind": "overdue_task",
+             "reason": "task_overdue", "patient_key": "GENHOSP|MRN424242",
+             "supervisor": "sup-lee"}] * 25}
+
+
+def test_dashboard_shows_escalations_as_codes_only_and_at_most_twenty() -> None:
+    m = HubMetrics(Settings())
+    m.add_provider(Leaky())
+    rows = dashboard_data(m, RateTracker())["recent_escalations"]
+    assert len(rows) == 20
+    assert rows[0] == {"at": "2026-11-24T13:00:00Z", "team": "med", "kind": "overdue_task",
+                       "reason": "task_overdue", "task_kind": None}
+    assert dashboard_data(HubMetrics(Settings()), RateTracker())["recent_escalations"] is None

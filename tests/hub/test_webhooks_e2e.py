@@ -21,6 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from hub.commands.dlq_cmd import load_dead_letters, replay
 from hub.kafka import DurableProducer, read_topic
 from hub.settings import Settings
 from schemas.referrals import DeliveryJob
@@ -42,6 +43,8 @@ class Receiver:
     after_accept: dict[str, int] = field(default_factory=dict)
     bad_signatures: int = 0
     redirect_target_hits: int = 0
+    gone_fixed: bool = False
+    """The agency behind /gone fixed its endpoint (for the dead letter replay)."""
 
 
 @pytest.fixture
@@ -64,7 +67,9 @@ async def receiver() -> AsyncIterator[Receiver]:
         rec.accepted[key] = 1
         return web.Response(status=202)
 
-    async def gone(_: web.Request) -> web.Response:
+    async def gone(request: web.Request) -> web.Response:
+        if rec.gone_fixed:
+            return await hook(request)
         return web.Response(status=410)
 
     async def moved(_: web.Request) -> web.Response:
@@ -147,8 +152,24 @@ async def test_exactly_one_accepted_delivery_per_key_across_a_hub_restart(
         await _until(lambda: all(k in receiver.accepted for k in keys), 60,
                      "deliveries after the restart")
         await asyncio.sleep(2.0)  # several more ticks: nothing may be sent again
+        assert receiver.accepted == {k: 1 for k in keys}
+        # `hub dlq replay` of the delivery given up (410), once its agency fixed the
+        # endpoint: re-queued, delivered once; the same dead letter again changes nothing.
+        receiver.gone_fixed = True
+        gone_letters = [d for d in await load_dead_letters(settings)
+                        if d.message_id == "job-gone"]
+        assert len(gone_letters) == 1
+        for _ in range(2):
+            (result,) = await replay(settings, gone_letters, force=False, dry_run=False)
+            assert result.outcome == "replayed", result
+            await _until(lambda: "job-gone" in receiver.accepted, 60,
+                         "the replayed delivery")
+        await asyncio.sleep(2.0)
         log = hub.log_text() + hub2.log_text()
-    assert receiver.accepted == {k: 1 for k in keys}
+    assert receiver.accepted == {k: 1 for k in [*keys, "job-gone"]}
+    events = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    # Two replays of one dead letter: one restart (the second is a duplicate).
+    assert len([e for e in events if e.get("event") == "delivery_replay_started"]) == 1
     assert receiver.after_accept == {}, "a delivered job was sent again"
     assert receiver.bad_signatures == 0
     for k in keys:

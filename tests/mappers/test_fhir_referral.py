@@ -96,3 +96,22 @@ def test_service_request_status() -> None:
     assert service_request_status("completed") == "completed"
     assert service_request_status("cancelled") == "revoked"
     assert service_request_status("entered-in-error") == "entered-in-error"
+
+
+def test_agency_content_hash_reads_what_the_copy_says_only() -> None:
+    from datetime import timedelta
+
+    from mappers.fhir_referral import agency_content_hash
+    from schemas.referrals import AgencyAddress
+
+    _, copy, _ = _outputs()
+    digest = agency_content_hash(copy)
+    assert len(digest) == 64
+    # Version, time and FHIR follow from the rest: not part of what the copy says.
+    assert agency_content_hash(copy.model_copy(update={
+        "version": 9, "updated_at": copy.updated_at + timedelta(days=1), "fhir": None})) == digest
+    moved = copy.patient.model_copy(update={"address": AgencyAddress(postal_code="01104")})
+    for change in ({"status": "cancelled"}, {"status_reason": "patient_opted_out"},
+                   {"patient": moved}, {"discharge_date": None},
+                   {"referring": copy.referring.model_copy(update={"phone": "+1-1"})}):
+        assert agency_content_hash(copy.model_copy(update=change)) != digest, change

@@ -1,20 +1,29 @@
 """The shortcuts the decision step takes for speed give what the plain rules give.
 
 Copy-on-write states never change the caller's state; memoized shift windows agree with
-streams.care.roster.on_shift; a team's carried-forward load totals agree with a recount.
+streams.care.roster.on_shift; a team's carried-forward load totals agree with a recount;
+unvalidated constructors build what pydantic builds; memoized assessments and plans
+give the same outputs cold or warm; derived ids are uuid5 as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, field_validator
 
 from hub.commands.decide_cmd import load_roster, load_rules
 from hub.commands.map_cmd import map_files
-from schemas.canonical import CanonicalEvent
+from schemas.canonical import CanonicalEvent, EventKind, derive_id
+from schemas.care import AssignmentOutput, FlagOutput, TaskOutput, TeamRequest
 from streams.care.assignment import (
     AssignmentConfig,
     AssignmentRequest,
@@ -26,8 +35,11 @@ from streams.care.assignment import (
     update_points,
 )
 from streams.care.engine import CareContext
-from streams.care.offline import OfflineRun
-from streams.care.roster import on_shift
+from streams.care.followup import TaskKind
+from streams.care.offline import OfflineRun, summary_line
+from streams.care.roster import on_shift, teams_for
+from streams.care.state import EpisodeState, PatientState, TaskState
+from streams.care.trusted import constructor, evolve, frozen_instance
 
 HERE = Path(__file__).parent
 SAMPLE_ROSTER = HERE.parents[2] / "hub" / "samples" / "roster.yaml"
@@ -107,3 +119,154 @@ def test_a_copy_with_other_episodes_recounts() -> None:
     other = state.model_copy(update={"episodes": {
         "b": EpisodeLoad(manager_id="m", points=1, assigned_at=at)}})
     assert other.load("m") == 1 and state.load("m") == 3
+
+
+_PARTS = st.lists(st.one_of(st.none(), st.integers(), st.text(), st.sampled_from(
+    ["", "\x1f", "é€", "tcm.contact.2bd", EventKind.ADMIT, TaskKind.MED_REC])), max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=_PARTS)
+def test_derive_id_is_uuid5_over_the_joined_parts(parts: list[str | int | None]) -> None:
+    # The ids published so far were uuid.uuid5 of exactly this name: they must not move.
+    name = "\x1f".join("" if p is None else str(p) for p in parts)
+    namespace = uuid.UUID("8f0d6a5e-3c1b-4f5e-9a43-7c2b1d0e6f11")
+    assert derive_id(*parts) == str(uuid.uuid5(namespace, name))
+
+
+
+AT = datetime(2026, 11, 3, 15, tzinfo=UTC)
+_BUILT: list[tuple[type[BaseModel], dict[str, Any]]] = [
+    (TaskOutput, {"id": "o", "cause_event_id": "e", "rule": "tcm.med_rec", "patient_key": "A|1",
+                  "decided_at": AT, "task_id": "t", "kind": "med_rec", "due": AT,
+                  "status": "requested", "description": "d"}),
+    (AssignmentOutput, {"id": "o", "cause_event_id": "e", "rule": "assignment.least_loaded",
+                        "patient_key": "A|1", "decided_at": AT, "status": "assigned",
+                        "reason": "least_loaded", "considered": [["cm-a", "chosen"]]}),
+    (TeamRequest, {"op": "assign", "team": "t", "patient_key": "A|1", "encounter_key": "F|1",
+                   "cause_event_id": "e", "decided_at": AT, "payer_ids": ["P1"]}),
+    (EpisodeState, {"key": "F|1", "facility": "F", "encounter_id": "1", "status": "new"}),
+    (TaskState, {"task_id": "t", "kind": "visit", "due": AT, "rule": "r", "description": "d",
+                 "cause_event_id": "e", "discharge_key": "k"}),
+    (PatientState, {"key": "A|1"}),
+]
+
+
+@pytest.mark.parametrize(("cls", "values"), _BUILT)
+def test_unvalidated_constructor_builds_what_pydantic_builds(
+        cls: type[BaseModel], values: dict[str, Any]) -> None:
+    built, validated = constructor(cls)(**values), cls(**values)
+    assert built == validated
+    assert list(built.__dict__) == list(validated.__dict__)  # field order: the JSON's
+    assert built.model_dump_json() == validated.model_dump_json()
+    assert built.model_dump(mode="json", exclude_none=True) == \
+        validated.model_dump(mode="json", exclude_none=True)
+    # Defaults made by a factory are the object's own.
+    other = constructor(cls)(**values)
+    for name, value in built.__dict__.items():
+        if isinstance(value, list | dict) and name not in values:
+            assert value is not other.__dict__[name]
+    copied = evolve(built, **{k: v for k, v in values.items() if k == "status"})
+    assert copied == built.model_copy() and copied is not built
+    assert copied.__dict__ is not built.__dict__
+
+
+def test_unvalidated_constructor_refuses_unknown_or_missing_fields() -> None:
+    make = constructor(TaskState)
+    with pytest.raises(TypeError):
+        make(task_id="t")  # required fields missing
+    with pytest.raises(TypeError):
+        make(**_BUILT[4][1], colour="red")
+
+
+def test_models_with_validators_are_built_validated() -> None:
+    class Checked(BaseModel):
+        x: int
+
+        @field_validator("x")
+        @classmethod
+        def _positive(cls, value: int) -> int:
+            assert value > 0
+            return value
+
+    with pytest.raises(TypeError):
+        constructor(Checked)
+
+
+def _journey_events() -> list[CanonicalEvent]:
+    files = ["j1_hf_admission.hl7", "j1_readmission.hl7", "j2_cancel_discharge.hl7",
+             "j3_merge.hl7", "j4_off_shift.hl7"]
+    out = [e for e in map_files([str(HERE / "journeys" / f) for f in files],
+                                default_tz="America/New_York",
+                                received_at=datetime(1970, 1, 1, tzinfo=UTC))]
+    assert all(isinstance(e, CanonicalEvent) for e in out)
+    return out  # type: ignore[return-value]
+
+
+def test_memoized_context_gives_the_same_outputs_cold_or_warm() -> None:
+    # The context's memos (assessments by input and by facts, flag parts) and the module
+    # memos (plans, diagnosis facts) must not change a byte, whatever ran before.
+    config = load_rules(None, default_tz="America/New_York")
+    events = _journey_events()
+    warm = CareContext(config=config, roster=ROSTERS[1])
+    OfflineRun(warm).run(events)
+    assert warm.assessments
+    again = OfflineRun(warm).run(events)
+    cold = OfflineRun(CareContext(config=config, roster=ROSTERS[1])).run(events)
+    assert [o.model_dump_json() for o in again] == [o.model_dump_json() for o in cold]
+
+
+def test_last_flag_is_the_flag_as_json() -> None:
+    # The engine writes last_flag out by hand: it must be flag.model_dump(mode="json"),
+    # key for key, in order (it is stored, and withdrawn flags are rebuilt from it).
+    ctx = CareContext(config=load_rules(None, default_tz="America/New_York"),
+                      roster=ROSTERS[1], render_fhir=False)
+    run = OfflineRun(ctx)
+    flags = {o.id: o for o in run.run(_journey_events()) if isinstance(o, FlagOutput)}
+    stored = [ep.last_flag for p in run.patients.values() for ep in p.episodes.values()
+              if ep.last_flag is not None and ep.last_flag["status"] == "active"]
+    assert stored
+    for last in stored:
+        flag = flags[last["id"]]
+        assert json.dumps(last) == json.dumps(flag.model_dump(mode="json"))
+        assert FlagOutput.model_validate(last) == flag
+
+
+def test_output_lines_do_not_depend_on_fhir_rendering() -> None:
+    config = load_rules(None, default_tz="America/New_York")
+    events = _journey_events()
+    plain = OfflineRun(CareContext(config=config, roster=ROSTERS[1], render_fhir=False))
+    fhir = OfflineRun(CareContext(config=config, roster=ROSTERS[1]))
+    assert [summary_line(o) for o in plain.run(events)] == \
+        [summary_line(o) for o in fhir.run(events)]
+
+
+@pytest.mark.parametrize("roster", ROSTERS)
+def test_roster_indexes_agree_with_a_scan(roster: Any) -> None:
+    for team in roster.teams:
+        assert roster.team(team.id) is team
+        assert roster.members(team.id) == tuple(sorted(
+            (m for m in roster.managers if team.id in m.teams), key=lambda m: m.id))
+    for manager in roster.managers:
+        assert roster.manager(manager.id) is manager
+    assert roster.team("nope") is None and roster.manager("nope") is None
+    assert roster.members("nope") == ()
+    for unit in (None, "4WEST", "ICU", "ED", "nowhere"):
+        first = teams_for(roster, "GENHOSP", unit)
+        assert teams_for(roster, "GENHOSP", unit) == first  # from the memo
+        assert teams_for(roster, " genhosp ", unit) == first
+    copy = roster.model_copy(update={"teams": ()})
+    assert copy.team(roster.teams[0].id) is None  # a copy does not inherit the indexes
+
+
+def test_frozen_instance_is_the_dataclass_built_by_its_init() -> None:
+    fields: dict[str, Any] = {
+        "episode_key": "F|1", "team_id": "t", "risk_level": "high", "payer_ids": ("P1",),
+        "language": "es", "specialty": None, "continuity_manager_id": None,
+        "continuity_at": None, "cause_event_id": "e"}
+    built = frozen_instance(AssignmentRequest, **fields)
+    assert built == AssignmentRequest(**fields) and hash(built) == hash(AssignmentRequest(**fields))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.team_id = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        frozen_instance(AssignmentRequest, episode_key="F|1")

@@ -28,7 +28,7 @@ EXPECTED_CLASSES: dict[str, DispositionClass] = {
     "01": C.COMMUNITY,
     "02": C.ACUTE_TRANSFER,
     "03": C.POST_ACUTE,
-    "04": C.POST_ACUTE,
+    "04": C.COMMUNITY,  # custodial/supportive care (assisted living): TCM community
     "05": C.ACUTE_TRANSFER,
     "06": C.COMMUNITY,
     "07": C.AMA,
@@ -54,7 +54,7 @@ EXPECTED_CLASSES: dict[str, DispositionClass] = {
     "81": C.COMMUNITY,
     "82": C.ACUTE_TRANSFER,
     "83": C.POST_ACUTE,
-    "84": C.POST_ACUTE,
+    "84": C.COMMUNITY,
     "85": C.ACUTE_TRANSFER,
     "86": C.COMMUNITY,
     "87": C.UNKNOWN,
@@ -257,7 +257,7 @@ def test_no_pcp_still_plans_identify_and_notify() -> None:
     assert pcp.due == _eod(date(2026, 1, 12), -5)
 
 
-@pytest.mark.parametrize("code", ["07", "aadvice", "06", "86", "alt-home", "81"])
+@pytest.mark.parametrize("code", ["07", "aadvice", "06", "86", "alt-home", "81", "04", "84"])
 def test_ama_and_home_health_get_tcm(code: str) -> None:
     cls, tasks = plan_followup(
         discharge_at=FRIDAY,
@@ -462,3 +462,19 @@ def test_is_overdue_grace_is_elapsed_time_across_dst() -> None:
 def test_is_overdue_rejects_naive() -> None:
     with pytest.raises(ValueError):
         is_overdue(datetime(2026, 1, 13), datetime(2026, 1, 14, tzinfo=UTC), FollowupConfig())
+
+
+@pytest.mark.parametrize("code", ["04", "4", "84", "04^Assisted living"])
+def test_assisted_living_gets_tcm_not_a_handoff(code: str) -> None:
+    # NUBC 04 (custodial or supportive care: assisted living, domiciliary, rest home) is
+    # a community setting for CMS TCM (REFERENCE.md section 1): the four TCM tasks, with
+    # the TCM due dates, and no facility handoff.
+    cls, tasks = plan_followup(discharge_at=FRIDAY, disposition=code, risk_level="high",
+                               tz=NY, has_pcp=True, cfg=FollowupConfig())
+    assert cls is C.COMMUNITY
+    assert [(t.kind, t.rule) for t in tasks] == [
+        (TaskKind.CONTACT, "tcm.contact.2bd"), (TaskKind.VISIT, "tcm.visit.7d"),
+        (TaskKind.MED_REC, "tcm.med_rec"), (TaskKind.PCP_NOTIFICATION, "tcm.pcp_notification")]
+    home = plan_followup(discharge_at=FRIDAY, disposition="01", risk_level="high", tz=NY,
+                         has_pcp=True, cfg=FollowupConfig())[1]
+    assert tasks == home

@@ -211,3 +211,19 @@ def test_hub_decide_reproduces_a_journey(capsys: pytest.CaptureFixture[str]) -> 
     kinds = {orjson.loads(line)["type"] for line in first.splitlines()}
     assert kinds == {"flag", "assignment", "task", "escalation", "notification"}
     assert main(["decide", "--roster", "/nonexistent.yaml", str(HERE / "j4_off_shift.hl7")]) == 2
+
+
+def test_discharge_to_assisted_living_gets_tcm_outreach(ctx: CareContext) -> None:
+    # The heart-failure journey, discharged with PV1-36 04 (custodial or supportive care:
+    # assisted living) instead of 01 (home): a community setting for CMS TCM, so the same
+    # four TCM tasks as a discharge home, and no post-acute handoff.
+    evs = events("j1_hf_admission.hl7")
+    discharge = evs[-1]
+    assert discharge.encounter is not None and discharge.encounter.discharge_disposition == "01"
+    assisted = discharge.model_copy(update={"encounter": discharge.encounter.model_copy(
+        update={"discharge_disposition": "04"})})
+    home = of(lines(OfflineRun(ctx).run(evs)), "task")
+    out = of(lines(OfflineRun(ctx).run([*evs[:-1], assisted])), "task")
+    assert sorted(t["kind"] for t in out) == ["contact", "med_rec", "pcp_notification", "visit"]
+    assert [(t["kind"], t["rule"], t["due"]) for t in out] == \
+        [(t["kind"], t["rule"], t["due"]) for t in home]

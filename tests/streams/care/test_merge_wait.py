@@ -194,7 +194,7 @@ def test_a_prior_key_with_no_history_still_ends_the_wait() -> None:
     assert done.merge_wait is None and done.merge_waits_expired is None
     assert [o for o in (e.value for e in emits) if getattr(o, "type", None) == "flag"]
     # A handover to a key already merged away answers too (a redelivered merge).
-    _, emits = apply_patient(prior, PRIOR, handover.model_copy(  # type: ignore[attr-defined]
+    _, emits = apply_patient(prior, PRIOR, handover.model_copy(  # type: ignore[attr-defined,arg-type]
         update={"cause_event_id": "again"}), now=now, ctx=ctx)
     assert [(e.value.op, e.value.state) for e in emits] == [  # type: ignore[attr-defined]
         ("absorb", None)]
