@@ -47,6 +47,10 @@ def demo_overrides(environ: Mapping[str, str]) -> dict[str, object]:
         out["feed_silence"] = DEMO_FEED_SILENCE
     if "HUB_CARE_TICK_INTERVAL_S" not in environ:
         out["care_tick_interval_s"] = DEMO_TICK_INTERVAL_S
+    if "HUB_LOG_LEVEL" not in environ:
+        # A newcomer's terminal is for the summary; one JSON line per ACK buries it.
+        # HUB_LOG_LEVEL=INFO brings the hub's full log back.
+        out["log_level"] = "WARNING"
     return out
 
 
@@ -104,10 +108,10 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
     table.add_row("dead letters on hub.dlq", str(len(dlq)))
     for code, n in sorted(codes.items()):
         table.add_row(f"  {code}", str(n))
+    outputs = await _settled_outputs(settings)
     for topic in (CARE_FLAGS, CARE_ASSIGNMENTS, CARE_TASKS, CARE_ESCALATIONS,
                   CARE_NOTIFICATIONS, CARE_REFERRALS):
-        records = await read_topic(settings, settings.topic(topic.name), timeout=3)
-        values = [orjson.loads(r.value or b"{}") for r in records]
+        values = [orjson.loads(r.value or b"{}") for r in outputs[topic.name]]
         table.add_row(f"{topic.name}", str(len(values)))
         detail: Counter[str] = Counter(
             str(v.get("risk_level") or v.get("reason") or v.get("kind") or v.get("event_code")
@@ -136,6 +140,35 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
             await run_trickle(settings.mllp_host, port)
         return None
     return 0 if ok else 1
+
+
+async def _settled_outputs(settings: Settings, *, quiet_s: float = 3.0,
+                           limit_s: float = 60.0) -> dict[str, list[Any]]:
+    """The care output topics once the stages are done with the feed.
+
+    care.events being complete says nothing about the stages after it (episodes, the
+    caseloads hop through care.assignment-requests, referrals): the counts are read again
+    until they have not moved for ``quiet_s``, so the summary shows what the feed caused,
+    not a snapshot of work in flight."""
+    from hub.kafka import read_topic
+
+    topics = (CARE_FLAGS, CARE_ASSIGNMENTS, CARE_TASKS, CARE_ESCALATIONS, CARE_NOTIFICATIONS,
+              CARE_REFERRALS)
+    deadline = time.monotonic() + limit_s
+    last: tuple[int, ...] = ()
+    still_since = time.monotonic()
+    out: dict[str, list[Any]] = {}
+    while True:
+        for topic in topics:
+            out[topic.name] = await read_topic(settings, settings.topic(topic.name),
+                                               timeout=1)
+        counts = tuple(len(out[t.name]) for t in topics)
+        now = time.monotonic()
+        if counts != last:
+            last, still_since = counts, now
+        elif now - still_since >= quiet_s or now >= deadline:
+            return out
+        await asyncio.sleep(0.5)
 
 
 def _browsable(host: str) -> str:

@@ -103,8 +103,9 @@ def test_trickle_keeps_the_census_bounded() -> None:
 # ------------------------------------------------------------ demo settings
 def test_demo_sets_a_silence_rule_and_a_fast_timer_unless_configured() -> None:
     assert demo_overrides({}) == {"feed_silence": DEMO_FEED_SILENCE,
-                                  "care_tick_interval_s": 5.0}
-    assert demo_overrides({"HUB_FEED_SILENCE": "{}", "HUB_CARE_TICK_INTERVAL_S": "60"}) == {}
+                                  "care_tick_interval_s": 5.0, "log_level": "WARNING"}
+    assert demo_overrides({"HUB_FEED_SILENCE": "{}", "HUB_CARE_TICK_INTERVAL_S": "60",
+                           "HUB_LOG_LEVEL": "INFO"}) == {}
     settings = Settings(**demo_overrides({}))  # type: ignore[arg-type]
     assert settings.feed_silence[FeedConfig().facility].default_s == 30.0
     assert Settings().feed_silence == {}  # production gets nothing from the demo
@@ -177,7 +178,7 @@ def _demo_env(tmp_path: Path) -> dict[str, str]:
            if not k.startswith("HUB_") and k not in ("KAFKA_BOOTSTRAP",)}
     env.update({"HUB_STATE_DIR": str(tmp_path / "state"), "HUB_MLLP_PORT": "0",
                 "HUB_HTTP_PORT": "0", "HUB_WORKER_WEB_PORT": str(_free_port()),
-                "COLUMNS": "120"})
+                "COLUMNS": "120", "HUB_LOG_LEVEL": "INFO"})
     return env
 
 
@@ -189,6 +190,12 @@ def test_demo_exits_zero_after_closing_the_referral_loop(tmp_path: Path) -> None
     out = proc.stdout
     assert proc.returncode == 0, (out[-3000:], proc.stderr[-3000:])
     assert "care.referrals" in out and "care.flags" in out
+    # The summary waits for the care stages, not just care.events: the demo shows flags,
+    # assignments and tasks (it once printed care.flags 0 by reading too early).
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"│ (care\.[a-z-]+)\s+│\s+(\d+) │", out)}
+    for topic in ("care.flags", "care.assignments", "care.tasks", "care.notifications"):
+        assert counts.get(topic, 0) > 0, (topic, counts)
     assert "Referral loop over the agency API: housing" in out
     loop = out[out.index("Referral loop over the agency API"):]
     for step in ("referred", "agency read it", "accepted", "completed"):

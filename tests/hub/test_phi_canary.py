@@ -27,8 +27,12 @@ import pytest
 from hub.kafka import DurableProducer, read_topic
 from hub.mllp_client import MllpClient
 from mappers.mllp import encode_frame
+from streams.referrals.directory import token_sha256
 
 from .hubproc import HubProcess, hub_process, wait_ready
+
+STAFF_TOKEN = "canary-staff-token-" + "s" * 24
+SAMPLES = Path(__file__).resolve().parents[2] / "hub" / "samples"
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -144,16 +148,91 @@ async def _drive(hub: HubProcess, answers: list[bytes]) -> None:
         await producer.stop()
 
 
+def referral_adt(control: str, trigger: str) -> bytes:
+    """The canary with a housing need (Z59.0) at an address a housing agency serves."""
+    return (
+        f"MSH|^~\\&|EPIC|GENHOSP|HUB|CM|20260302120000-0500||ADT^{trigger}^ADT_{trigger}|"
+        f"{control}|P|2.5.1\r"
+        f"EVN|{trigger}|20260302120000-0500\r"
+        f"PID|1||{MRN}^^^GENHOSP^MR||{FAMILY}^{GIVEN}||{DOB_HL7}|F|||"
+        f"{STREET}^^Springfield^MA^01103^^^^Hampden||{PHONE}\r"
+        f"PV1|1|I|4W^401^A^GENHOSP||||1234^WELBY^MARCUS|||MED||||||||||VR{MRN[-4:]}|||||||||||"
+        f"||||||||01|||||||20260301080000-0500|20260302110000-0500\r"
+        f"DG1|1||Z59.00^Homelessness, unspecified^I10||20260301|F\r"
+    ).encode()
+
+
+async def _drive_referrals(hub: HubProcess, answers: list[bytes],
+                           by_design: list[bytes]) -> None:
+    """The referral paths: need detected -> referral; the agency reads it (its copy is
+    PHI by design: ``by_design``), accepts it with a free-text-looking body, is refused
+    with a wrong token and a bad body; consent with a bad and a good body."""
+    from hub.agencies import load_directory_file, push_directory
+    from hub.demo_referrals import with_tokens
+
+    directory = load_directory_file(SAMPLES / "agencies.yaml")
+    live, tokens = with_tokens(directory, ["springfield-housing"])
+    await push_directory(hub.settings, live)
+    async with MllpClient("127.0.0.1", hub.settings.mllp_port, timeout=30) as client:
+        answers.append(await client.send(referral_adt("CANR1", "A01")))
+        answers.append(await client.send(referral_adt("CANR2", "A03")))
+    agency = {"Authorization": f"Bearer {tokens['springfield-housing']}"}
+    wrong = {"Authorization": "Bearer " + "x" * 43}
+    async with aiohttp.ClientSession(base_url=hub.http) as http:
+        deadline = time.monotonic() + 90
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not rows:
+            async with http.get("/agency/referrals", headers=agency) as r:
+                if r.status == 200:
+                    body = await r.read()
+                    rows = orjson.loads(body)["referrals"]
+                    if rows:
+                        by_design.append(body)
+            await asyncio.sleep(0.5)
+        assert rows, "the canary's housing referral never reached the agency API"
+        ref_id = rows[0]["id"]
+        async with http.post(f"/agency/referrals/{ref_id}/status", headers=agency,
+                             json={"status": "accepted", "note": f"{FAMILY} {PHONE}"}) as r:
+            answers.append(await r.read())
+        async with http.post(f"/agency/referrals/{ref_id}/status", headers=agency,
+                             json={"status": "accepted"}) as r:
+            assert r.status == 202, await r.text()
+            answers.append(await r.read())
+        async with http.post(f"/agency/referrals/{ref_id}/status", headers=agency,
+                             json={"status": "rejected", "reason": f"{FAMILY} moved to "
+                                   f"{STREET}"}) as r:
+            answers.append(await r.read())
+        async with http.get("/agency/referrals", headers=wrong) as r:
+            assert r.status == 401
+            answers.append(await r.read())
+        staff = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+        async with http.get("/care/referrals", headers=staff) as r:
+            assert r.status == 200, await r.text()
+            answers.append(await r.read())  # the staff view carries ids and codes only
+        async with http.post("/consent", headers=staff,
+                             json={"patient": {"assigning_authority": "GENHOSP", "mrn": MRN},
+                                   "referrals": "maybe", "source": f"{FAMILY}"}) as r:
+            assert r.status == 400, await r.text()
+            answers.append(await r.read())
+        async with http.post("/consent", headers=staff,
+                             json={"patient": {"assigning_authority": "GENHOSP", "mrn": MRN},
+                                   "referrals": "opt-out", "source": "front-desk"}) as r:
+            assert r.status in (200, 201, 202), await r.text()
+            answers.append(await r.read())
+
+
 async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
                                                     kafka_idempotent: bool,
                                                     tmp_path: Path) -> None:
-    env = {"HUB_LOG_LEVEL": "DEBUG",
+    env = {"HUB_LOG_LEVEL": "DEBUG", "HUB_STAFF_API_TOKEN_SHA256": token_sha256(STAFF_TOKEN),
            "HUB_FEED_SILENCE": '{"GENHOSP": {"default_s": 900}}'}
     with hub_process(kafka_bootstrap, idempotent=kafka_idempotent, env=env,
                      tmp=tmp_path) as hub:
         await wait_ready(hub, hub.http)
         answers: list[bytes] = []
+        by_design: list[bytes] = []
         await _drive(hub, answers)
+        await _drive_referrals(hub, answers, by_design)
 
         # Positive controls: the canary did flow (else a clean result would mean nothing).
         events = await _wait_for(hub, "care.events", 5)
@@ -162,6 +241,9 @@ async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
         letters = await _wait_for(hub, "hub.dlq", 8)
         stages = {orjson.loads(r.value or b"{}")["stage"] for r in letters}
         assert {"ingest", "normalize"} <= stages, stages
+        referrals = await _wait_for(hub, "care.referrals", 1)
+        assert any(b"springfield-housing" in (r.value or b"") for r in referrals)
+        assert by_design and FAMILY.encode() in by_design[0]
         payloads = await read_topic(hub.settings, hub.settings.topic("hub.dlq-payloads"),
                                     timeout=10, min_records=len(letters))
         assert any(FAMILY.encode() in (r.value or b"") for r in payloads)
@@ -185,6 +267,7 @@ async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
     log = hub.log_text()
     assert '"event": "ack_sent"' in log and '"event": "frame_rejected"' in log
     assert '"event": "record_dead_lettered"' in log and '"event": "duplicate_dropped"' in log
+    assert '"event": "referral_update_accepted"' in log and '"event": "consent_recorded"' in log
     for name, text in [("log", log), ("metrics", metrics), ("dashboard", dashboard),
                        ("ready", ready)]:
         assert not leaks(text), f"PHI canary in the {name}: {leaks(text)}"
