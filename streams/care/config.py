@@ -6,14 +6,12 @@ YAML text (the caller reads the file: this module does no I/O).
 
 from __future__ import annotations
 
-from typing import Any
-
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.care.assignment import AssignmentConfig
 from streams.care.followup import FollowupConfig
 from streams.care.risk import RiskConfig
+from streams.configfile import load_yaml
 from streams.referrals.config import ReferralsConfig
 
 
@@ -57,12 +55,12 @@ class RulesError(ValueError):
 
 def parse_rules(text: str) -> CareConfig:
     """Read a rules YAML text (absent sections keep their defaults)."""
-    try:
-        data: Any = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RulesError(f"rules file is not valid YAML{where}") from None
+    # The same strict loader as the roster's: YAML 1.1 would read ``exclude: [no]`` as
+    # False and a doubled key silently; here those are errors.
+    data, problem = load_yaml(text, "rules file")
+    if problem is not None:
+        raise RulesError(problem)
+    data = data or {}
     if not isinstance(data, dict):
         raise RulesError("rules file must be a mapping of sections")
     try:

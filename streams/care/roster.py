@@ -29,8 +29,9 @@ from functools import cached_property
 from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams.configfile import load_yaml, validation_problems
 
 __all__ = [
     "DAYS",
@@ -284,82 +285,8 @@ class Roster(_Model):
             raise RosterError(_problems(exc)) from None
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "roster"
-
-
-_MESSAGES = {
-    "missing": "required field is missing",
-    "extra_forbidden": "unknown field (a typo?)",
-}
-
-
 def _problems(exc: ValidationError) -> list[str]:
-    """Pydantic errors -> ``path: message`` lines, built from the location and message
-    only: pydantic's ``input`` (the offending value) is deliberately left out."""
-    problems: list[str] = []
-    for err in exc.errors(include_input=False, include_url=False):
-        msg = _MESSAGES.get(err["type"], err["msg"])
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if not err["loc"]:
-            # Roster-level checks already name their paths, one per line.
-            problems.extend(msg.split("\n"))
-        else:
-            problems.append(f"{_path(tuple(err['loc']))}: {msg}")
-    return problems
-
-
-class _RosterLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2-like scalars and duplicate-key detection.
-
-    YAML 1.1 (PyYAML's default) reads ``end: 17:00`` as the base-60 integer 1020 and
-    ``languages: [no]`` (Norwegian) as ``False``; in a roster both are silent errors. Here
-    only ``true``/``false`` are booleans and integers are plain decimal, so unquoted times
-    stay strings and are validated as times.
-    """
-
-
-_RosterLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (
-        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_RosterLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_RosterLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
-)
-_RosterLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$"),
-    list("-+0123456789."),
-)
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    # PyYAML keeps the last of two equal keys silently; a doubled ``cap_points`` is a typo
-    # ops must hear about.
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, "duplicate key in a mapping", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_RosterLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    return validation_problems(exc, "roster")
 
 
 def parse_roster(text: str) -> Roster:
@@ -370,13 +297,9 @@ def parse_roster(text: str) -> Roster:
     teams exist, IANA zones, HH:MM times, mon..sun days, ``cap_points > 0``, no unknown
     fields); the message names each problem's path.
     """
-    try:
-        data: Any = yaml.load(text, Loader=_RosterLoader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "unreadable"
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise RosterError([f"roster: not valid YAML{where}: {problem}"]) from None
+    data, problem = load_yaml(text, "roster")
+    if problem is not None:
+        raise RosterError([problem])
     if data is None:
         raise RosterError(["roster: the document is empty"])
     if not isinstance(data, dict):

@@ -32,14 +32,13 @@ import hmac
 import re
 from typing import Any, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.topics import RESERVED_AGENCY_IDS, agency_topic
 
 # The roster's loader: YAML 1.2-like scalars (ZIP 01103 and language ``no`` stay strings)
 # and duplicate keys refused. Shared on purpose: both files are written by ops by hand.
-from streams.care.roster import _RosterLoader
+from streams.configfile import load_yaml, validation_problems
 
 __all__ = [
     "AGENCY_ID",
@@ -279,34 +278,8 @@ def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "directory"
-
-
-_MESSAGES = {
-    "missing": "required field is missing",
-    "extra_forbidden": "unknown field (a typo?)",
-}
-
-
 def _problems(exc: ValidationError) -> list[str]:
-    """Pydantic errors -> ``path: message`` lines, without the offending values."""
-    problems: list[str] = []
-    for err in exc.errors(include_input=False, include_url=False):
-        msg = _MESSAGES.get(err["type"], err["msg"])
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if not err["loc"]:
-            problems.extend(msg.split("\n"))
-        else:
-            problems.append(f"{_path(tuple(err['loc']))}: {msg}")
-    return problems
+    return validation_problems(exc, "directory")
 
 
 def parse_directory(text: str) -> Directory:
@@ -317,13 +290,9 @@ def parse_directory(text: str) -> Directory:
     id syntax, 5-digit ZIPs, http(s) webhook URLs, no unknown fields); the message names
     each problem's path.
     """
-    try:
-        data: Any = yaml.load(text, Loader=_RosterLoader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "unreadable"
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise DirectoryError([f"directory: not valid YAML{where}: {problem}"]) from None
+    data, problem = load_yaml(text, "directory")
+    if problem is not None:
+        raise DirectoryError([problem])
     if data is None:
         raise DirectoryError(["directory: the document is empty"])
     if not isinstance(data, dict):
