@@ -5,7 +5,10 @@ feed once, then times the in-memory topology (streams.care.offline: episodes + c
 stages, the same functions the agents run) over the canonical events, on one core. Only
 the care step is inside the timed region: mapping happens before it. ``--profile`` runs
 the same loop under cProfile and prints where the time went (the figure then includes
-the profiler's own overhead: compare it only with other profiled runs).
+the profiler's own overhead: compare it only with other profiled runs). Each event's
+outputs are dropped once counted, as a worker drops them once published;
+``--keep-outputs`` keeps them all, as ``hub decide`` does (the collector then rescans
+thousands of live outputs: about a tenth slower).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def main() -> None:
     parser.add_argument("--fhir", action="store_true", help="also render FHIR resources")
     parser.add_argument("--profile", action="store_true",
                         help="profile the timed loop (cProfile) and print the top functions")
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="keep every output alive to the end, as hub decide does "
+                             "(the figure then includes the collector rescanning them)")
     args = parser.parse_args()
     at = datetime(2026, 11, 1, tzinfo=UTC)
     events = [e for m in generate(FeedConfig(patients=args.patients, bad_messages=False))
@@ -48,14 +54,25 @@ def main() -> None:
     start = time.process_time()
     if profiler is not None:
         profiler.enable()
-    for ev in events:
-        run.event(ev, tick=False)
+    produced = 0
+    if args.keep_outputs:
+        for ev in events:
+            run.event(ev, tick=False)
+        produced = len(run.outputs)
+    else:
+        # As a worker does: each event's outputs are handed on (published), then let go.
+        outputs = run.outputs
+        for ev in events:
+            run.event(ev, tick=False)
+            produced += len(outputs)
+            outputs.clear()
     if profiler is not None:
         profiler.disable()
     cpu = time.process_time() - start
     print(f"decide (pure step, 1 core, FHIR {'on' if args.fhir else 'off'}"
-          f"{', profiled' if profiler else ''}): "
-          f"{len(events)} events -> {len(run.outputs)} outputs in {cpu:.2f} CPU s = "
+          f"{', profiled' if profiler else ''}"
+          f"{', outputs kept' if args.keep_outputs else ''}): "
+          f"{len(events)} events -> {produced} outputs in {cpu:.2f} CPU s = "
           f"{len(events) / cpu:,.0f} events/s")
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)

@@ -35,7 +35,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from fractions import Fraction
 from functools import cached_property, lru_cache
 from typing import Any, Literal, Self
 
@@ -398,9 +397,18 @@ def _shift_skip(manager: Manager, now: datetime) -> str | None:
     return _shift_skip_at(manager, now.astimezone(UTC))
 
 
-def _shift_skip_at(manager: Manager, instant: datetime) -> str | None:
-    """:func:`_shift_skip` at an instant already in UTC."""
-    local_day = instant.astimezone(manager.zone).date()
+def _shift_skip_at(manager: Manager, instant: datetime,
+                   local_days: dict[Any, date] | None = None) -> str | None:
+    """:func:`_shift_skip` at an instant already in UTC. ``local_days`` (zone -> that
+    instant's date there) shares the conversion between the managers of one request."""
+    zone = manager.zone
+    if local_days is None:
+        local_day = instant.astimezone(zone).date()
+    else:
+        found = local_days.get(zone)
+        if found is None:
+            found = local_days[zone] = instant.astimezone(zone).date()
+        local_day = found
     if local_day in manager.pto:
         return "pto"
     for start, end in _shift_windows(manager, local_day):
@@ -520,11 +528,12 @@ def assign(
     candidates: list[Manager] = []
     wanted = _wanted(req)
     instant = now.astimezone(UTC)
+    local_days: dict[Any, date] = {}
     for manager in roster.members(req.team_id):
         skip = _eligibility_skip(manager, wanted)
         if skip is None:
             eligible += 1
-            skip = _shift_skip_at(manager, instant)
+            skip = _shift_skip_at(manager, instant, local_days)
             if skip is None:
                 on_duty += 1
                 if loads.get(manager.id, 0) + points > manager.cap_points:
@@ -539,11 +548,17 @@ def assign(
                   else "none_on_shift" if on_duty == 0 else "all_at_cap")
         return decide("unassigned", None, reason, tuple(considered.items()), continuity)
 
-    # (6) Lowest load, then lowest load ratio (exact fractions), then id.
-    best = min(candidates, key=lambda m: (loads.get(m.id, 0),
-                                          Fraction(loads.get(m.id, 0), m.cap_points), m.id))
+    # (6) Lowest load, then lowest load ratio, then id. Between equal loads L > 0 the
+    # lower ratio L/cap is the larger cap (caps are positive); at L = 0 every ratio is 0.
+    # Exact, like comparing Fractions, at a fraction of their cost.
+    best = min(candidates, key=lambda m: _least_loaded_key(loads.get(m.id, 0), m))
     considered[best.id] = "chosen"
     return decide("assigned", best, "least_loaded", tuple(considered.items()), continuity)
+
+
+def _least_loaded_key(load: int, manager: Manager) -> tuple[int, int, str]:
+    """``(load, Fraction(load, cap), id)`` ordering, in integers (see :func:`assign`)."""
+    return load, -manager.cap_points if load else 0, manager.id
 
 
 def release(state: TeamState, episode_key: str) -> tuple[TeamState, Decision | None]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from schemas import topics
 from schemas.canonical import CanonicalEvent
 from schemas.care import AssignmentOutput, FlagOutput, TaskUpdate, TeamRequest, dump_output
-from schemas.referrals import ReferralOutput
+from schemas.referrals import ReferralCommand, ReferralOutput
 from streams.care.assignment import TeamState
 from streams.care.engine import (
     OUTPUT_TOPICS,
@@ -37,6 +38,8 @@ _EVENTS = topics.CARE_EVENTS.name
 _FLAGS = topics.CARE_FLAGS.name
 _ASSIGNMENTS = topics.CARE_ASSIGNMENTS.name
 _REQUESTS = topics.CARE_ASSIGNMENT_REQUESTS.name
+_REFERRAL_COMMANDS = topics.REFERRALS_UPDATES.name
+"""The referrals stage's merge commands (handover, absorb, forward) go back to it here."""
 # care.assignments is public and also read back by the patient stage.
 _READ_BACK = frozenset({_ASSIGNMENTS, _REQUESTS, topics.CARE_EPISODE_COMMANDS.name})
 
@@ -47,10 +50,19 @@ class OfflineRun:
     With ``referrals`` (a :class:`streams.referrals.engine.ReferralContext`), the
     referrals stage runs too: it reads the same events plus the care stages' flags and
     assignments, and its ReferralOutputs (and no-agency escalations) join the outputs.
+    Its merge commands (on referrals.updates) go back to it, keyed by the key they are
+    for, as through the topic: a merge moves referral state to the surviving key. A
+    context without a merge wait gets the worker's (the care stage's
+    ``episode.merge_wait_seconds`` and ``merge_buffer_max``), so the survivor holds its
+    inputs until the prior key's referrals are in, as it does in the worker.
     """
 
     def __init__(self, ctx: CareContext, referrals: ReferralContext | None = None) -> None:
         self.ctx = ctx
+        if referrals is not None and referrals.merge_wait_s is None:
+            episode = ctx.config.episode
+            referrals = replace(referrals, merge_wait_s=episode.merge_wait_seconds,
+                                merge_buffer_max=episode.merge_buffer_max)
         self.referral_ctx = referrals
         self.referral_states: dict[str, ReferralPatientState] = {}
         self.patients: dict[str, PatientState] = {}
@@ -67,14 +79,26 @@ class OfflineRun:
         return self.outputs[start:]
 
     def referral_input(self, key: str, msg: ReferralInput, now: datetime) -> list[Any]:
-        """Apply one input to the referrals stage (consent, agency updates, ...)."""
+        """Apply one input to the referrals stage (consent, agency updates, ...), and the
+        merge commands it leads to."""
         start = len(self.outputs)
-        if self.referral_ctx is not None:
-            state, emits = apply_referral(self.referral_states.get(key), key, msg, now=now,
-                                          ctx=self.referral_ctx)
-            self.referral_states[key] = state
-            self.outputs.extend(e.value for e in emits if e.topic in _REFERRAL_OUTPUTS)
+        queue: deque[tuple[str, str, Any]] = deque()
+        self._referral(key, msg, now, queue)
+        self._run(queue, now)
         return self.outputs[start:]
+
+    def _referral(self, key: str, msg: ReferralInput, now: datetime,
+                  queue: deque[tuple[str, str, Any]]) -> None:
+        if self.referral_ctx is None:
+            return
+        state, emits = apply_referral(self.referral_states.get(key), key, msg, now=now,
+                                      ctx=self.referral_ctx)
+        self.referral_states[key] = state
+        for e in emits:
+            if e.topic in _REFERRAL_OUTPUTS:
+                self.outputs.append(e.value)
+            elif e.topic == _REFERRAL_COMMANDS and isinstance(e.value, ReferralCommand):
+                queue.append(e)
 
     def task_update(self, update: TaskUpdate) -> list[Any]:
         start = len(self.outputs)
@@ -122,7 +146,10 @@ class OfflineRun:
             if topic == _FLAGS:
                 assert isinstance(msg, FlagOutput)
                 if referrals:
-                    self.referral_input(key, msg, now)
+                    self._referral(key, msg, now, queue)
+                continue
+            if topic == _REFERRAL_COMMANDS:
+                self._referral(key, msg, now, queue)
                 continue
             if topic == _REQUESTS:
                 assert isinstance(msg, TeamRequest)
@@ -133,7 +160,7 @@ class OfflineRun:
                         topic == _ASSIGNMENTS and isinstance(msg, AssignmentOutput))):
                     # The referrals stage reads care.events and care.assignments too
                     # (before the patient stage, as their own consumer would).
-                    self.referral_input(key, msg, now)
+                    self._referral(key, msg, now, queue)
                 patient_msg: PatientInput = msg
                 if isinstance(msg, AssignmentOutput) and topic != _ASSIGNMENTS:
                     continue

@@ -156,8 +156,9 @@ class ReferralContext:
     render_fhir: bool = True
     merge_wait_s: float | None = None
     """How long a surviving key holds its inputs for the prior key's referrals (the
-    worker passes the care stage's ``episode.merge_wait_seconds``). None: no wait, for
-    runs where no absorb can come back (``hub decide`` drops internal commands)."""
+    worker passes the care stage's ``episode.merge_wait_seconds``; ``OfflineRun`` does the
+    same when it is None, since it routes the merge commands like the topic does). None
+    here, used directly: no wait (tests that feed one key at a time)."""
     merge_buffer_max: int = 50
 
 
