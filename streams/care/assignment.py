@@ -526,11 +526,9 @@ def assign(
     considered: dict[str, str] = {}
     eligible = on_duty = 0
     candidates: list[Manager] = []
-    wanted = _wanted(req)
     instant = now.astimezone(UTC)
     local_days: dict[Any, date] = {}
-    for manager in roster.members(req.team_id):
-        skip = _eligibility_skip(manager, wanted)
+    for manager, skip in _members_eligibility(roster, req):
         if skip is None:
             eligible += 1
             skip = _shift_skip_at(manager, instant, local_days)
@@ -554,6 +552,22 @@ def assign(
     best = min(candidates, key=lambda m: _least_loaded_key(loads.get(m.id, 0), m))
     considered[best.id] = "chosen"
     return decide("assigned", best, "least_loaded", tuple(considered.items()), continuity)
+
+
+def _members_eligibility(roster: Roster, req: AssignmentRequest
+                         ) -> tuple[tuple[Manager, str | None], ...]:
+    """Each member of the request's team with its eligibility skip (see
+    :func:`eligibility_skip`), memoized on the roster by what the rules compare."""
+    memo = roster.eligibility_memo
+    key = (req.team_id, req.language, req.payer_ids, req.specialty)
+    found: tuple[tuple[Manager, str | None], ...] | None = memo.get(key)
+    if found is None:
+        if len(memo) >= 4096:  # languages and payers come from the feed: keep it bounded
+            memo.clear()
+        wanted = _wanted(req)
+        found = memo[key] = tuple((m, _eligibility_skip(m, wanted))
+                                  for m in roster.members(req.team_id))
+    return found
 
 
 def _least_loaded_key(load: int, manager: Manager) -> tuple[int, int, str]:

@@ -59,10 +59,12 @@ from schemas.care import (
     dump_output,
 )
 from streams.care.assignment import AssignmentRequest, TeamState, assign, release, update_points
+from streams.care.charlson import CharlsonResult
 from streams.care.config import CareConfig
 from streams.care.followup import DispositionClass, TaskKind, plan_followup
 from streams.care.risk import Factor as RiskFactor
 from streams.care.risk import (
+    LaceResult,
     RiskFlag,
     RiskInput,
     RiskResult,
@@ -130,7 +132,7 @@ class CareContext:
         default_factory=dict, init=False, compare=False, repr=False)
     """Memo of risk assessments under this context's rules, by stage and input, and by
     stage and facts (see :func:`_flag`)."""
-    parts: dict[Any, tuple[Any, Any]] = field(
+    parts: dict[Any, tuple[Any, Any, Any, str]] = field(
         default_factory=dict, init=False, compare=False, repr=False)
     """Memo of flags' factors and reasons (see :func:`_part`)."""
 
@@ -602,6 +604,8 @@ def _maybe_close(p: PatientState, ep: EpisodeState, now: datetime, ctx: CareCont
 
 
 def _signature(stage: str, r: RiskResult) -> str:
+    """The stored ``risk_signature`` of an assessment (what :func:`_assessed` computes from
+    memoized pieces; tests/streams/care/test_fast_paths.py checks they agree)."""
     parts = [stage, r.level, r.lace.score, r.lace.l, r.lace.a, r.lace.c, r.lace.e,
              r.charlson.score, *r.charlson.categories,
              *(f"{f.code}:{x.code}:{x.detail}" for f in r.flags for x in f.factors)]
@@ -622,39 +626,56 @@ class _Assessed(NamedTuple):
     json: dict[str, Any]
 
 
-def _part(f: RiskFactor | RiskFlag, memo: dict[Any, tuple[Any, Any]]) -> tuple[Any, Any]:
-    """A factor or reason of a flag as its frozen model and its JSON, memoized: they recur
-    across assessments (shared, read-only)."""
-    found = memo.get(f)
-    if found is None:
+_Part = tuple[Any, Any, Any, str]
+"""(source object, frozen model, JSON, its text in the signature)."""
+
+
+def _part(f: RiskFactor | RiskFlag | LaceResult | CharlsonResult,
+          memo: dict[Any, _Part]) -> _Part:
+    """A piece of an assessment as its frozen model, its JSON and its signature text,
+    memoized by object: the risk rules hand out the same (cached) objects for equal
+    pieces. The entry holds the object itself, so its id is not reused while the entry
+    lives (shared, read-only)."""
+    found = memo.get(id(f))
+    if found is None or found[0] is not f:
         if isinstance(f, RiskFlag):
             factors = [_part(x, memo) for x in f.factors]
-            found = (_Reason(code=f.code, display=f.display, factors=[m for m, _ in factors]),
-                     {"code": f.code, "display": f.display, "factors": [j for _, j in factors]})
+            found = (f, _Reason(code=f.code, display=f.display,
+                                factors=[m for _, m, _, _ in factors]),
+                     {"code": f.code, "display": f.display,
+                      "factors": [j for _, _, j, _ in factors]},
+                     "".join(f"\x1f{f.code}:{x.code}:{x.detail}" for x in f.factors))
+        elif isinstance(f, RiskFactor):
+            found = (f, _Factor(code=f.code, points=f.points, detail=f.detail),
+                     {"code": f.code, "points": f.points, "detail": f.detail}, "")
+        elif isinstance(f, LaceResult):
+            found = (f, _Lace(score=f.score, l=f.l, a=f.a, c=f.c, e=f.e),
+                     {"score": f.score, "l": f.l, "a": f.a, "c": f.c, "e": f.e},
+                     f"\x1f{f.score}\x1f{f.l}\x1f{f.a}\x1f{f.c}\x1f{f.e}")
         else:
-            found = (_Factor(code=f.code, points=f.points, detail=f.detail),
-                     {"code": f.code, "points": f.points, "detail": f.detail})
-        memo[f] = found
+            found = (f, _Charlson(score=f.score, categories=list(f.categories)),
+                     {"score": f.score, "categories": list(f.categories)},
+                     "".join(f"\x1f{x}" for x in (f.score, *f.categories)))
+        memo[id(f)] = found
     return found
 
 
-def _assessed(stage: str, r: RiskResult, memo: dict[Any, tuple[Any, Any]]) -> _Assessed:
+def _assessed(stage: str, r: RiskResult, memo: dict[Any, _Part]) -> _Assessed:
     if len(memo) >= _ASSESSMENTS_MAX:
         memo.clear()
     factors = [_part(f, memo) for f in r.factors]
     reasons = [_part(f, memo) for f in r.flags]
-    lace, charlson = r.lace, r.charlson
+    lace, charlson = _part(r.lace, memo), _part(r.charlson, memo)
+    # _signature(stage, r), from the pieces' memoized texts.
+    text = "".join([stage, "\x1f", r.level, lace[3], charlson[3], *(t for *_, t in reasons)])
     return _Assessed(
-        level=r.level, signature=_signature(stage, r),
-        lace=_Lace(score=lace.score, l=lace.l, a=lace.a, c=lace.c, e=lace.e),
-        charlson=_Charlson(score=charlson.score, categories=list(charlson.categories)),
-        factors=tuple(m for m, _ in factors), reasons=tuple(m for m, _ in reasons),
+        level=r.level, signature=hashlib.sha256(text.encode()).hexdigest()[:16],
+        lace=lace[1], charlson=charlson[1],
+        factors=tuple(m for _, m, _, _ in factors), reasons=tuple(m for _, m, _, _ in reasons),
         # flag.model_dump(mode="json") of these fields, written out (same keys, same order;
-        # tests/streams/care/test_fast_paths.py checks it).
-        json={"lace": {"score": lace.score, "l": lace.l, "a": lace.a, "c": lace.c,
-                       "e": lace.e},
-              "charlson": {"score": charlson.score, "categories": list(charlson.categories)},
-              "factors": [j for _, j in factors], "reasons": [j for _, j in reasons]})
+        # tests/streams/care/test_fast_paths.py checks it). Shared JSON is read-only.
+        json={"lace": lace[2], "charlson": charlson[2],
+              "factors": [j for _, _, j, _ in factors], "reasons": [j for _, _, j, _ in reasons]})
 
 
 def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx: CareContext,

@@ -440,25 +440,62 @@ def _days(n: int) -> str:
 def _lace_factors(
     facts: RiskFacts, result: LaceResult, c_detail: str, cfg: RiskConfig
 ) -> tuple[Factor, ...]:
-    los, ed_6m = facts.los, facts.ed_6m
-    if los is None:
-        l_detail = "admission time unknown, length of stay not counted"
-    else:
-        l_detail = f"length of stay {'' if facts.final else 'so far '}{_days(los)}"
-    if facts.emergent:
-        a_detail = "emergent admission" + (
-            f" ({facts.emergent_reason})" if facts.emergent_reason else "")
-    else:
-        a_detail = "not an emergent admission"
-    e_detail = f"{ed_6m} ED visits in the {cfg.ed_lookback_days} days before admission"
-    if ed_6m > _ED_CAP:
-        e_detail += f", capped at {_ED_CAP}"
+    # Each factor depends on a few small values only: built once per value (cached), so
+    # an assessment rebuilds no detail string it has built before, and the engine's
+    # per-object memo of published parts finds the same objects again.
     return (
-        Factor("lace.l", result.l, l_detail),
-        Factor("lace.a", result.a, a_detail),
-        Factor("lace.c", result.c, c_detail),
-        Factor("lace.e", result.e, e_detail),
+        _l_factor(facts.los, facts.final, result.l),
+        _a_factor(facts.emergent, facts.emergent_reason, result.a),
+        _c_factor(result.c, c_detail),
+        _e_factor(facts.ed_6m, cfg.ed_lookback_days, result.e),
     )
+
+
+@lru_cache(maxsize=1024)
+def _l_factor(los: int | None, final: bool, points: int) -> Factor:
+    if los is None:
+        return Factor("lace.l", points, "admission time unknown, length of stay not counted")
+    return Factor("lace.l", points, f"length of stay {'' if final else 'so far '}{_days(los)}")
+
+
+@lru_cache(maxsize=1024)
+def _a_factor(emergent: bool, reason: str | None, points: int) -> Factor:
+    if emergent:
+        return Factor("lace.a", points, "emergent admission" + (f" ({reason})" if reason else ""))
+    return Factor("lace.a", points, "not an emergent admission")
+
+
+@lru_cache(maxsize=1024)
+def _c_factor(points: int, detail: str) -> Factor:
+    return Factor("lace.c", points, detail)
+
+
+@lru_cache(maxsize=1024)
+def _e_factor(ed_6m: int, lookback_days: int, points: int) -> Factor:
+    detail = f"{ed_6m} ED visits in the {lookback_days} days before admission"
+    if ed_6m > _ED_CAP:
+        detail += f", capped at {_ED_CAP}"
+    return Factor("lace.e", points, detail)
+
+
+@lru_cache(maxsize=1024)
+def _lace_of(los: int, emergent: bool, comorbidity_points: int, ed_6m: int) -> LaceResult:
+    return lace(los, emergent, comorbidity_points, ed_6m)
+
+
+@lru_cache(maxsize=1024)
+def _one_factor_flag(code: FlagCode, display: str, factor_code: str, detail: str) -> RiskFlag:
+    return RiskFlag(code, display, (Factor(factor_code, None, detail),))
+
+
+@lru_cache(maxsize=1024)
+def _risk_flag(code: FlagCode, display: str, factors: tuple[Factor, ...]) -> RiskFlag:
+    return RiskFlag(code, display, factors)
+
+
+@lru_cache(maxsize=64)
+def _flag_displays(days: int) -> Mapping[FlagCode, str]:
+    return {code: text.format(days=days) for code, text in _FLAG_DISPLAY.items()}
 
 
 def _charlson_detail(ch: CharlsonResult) -> str:
@@ -570,42 +607,42 @@ def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
     """:func:`assess` from the facts it reads (:func:`risk_facts`)."""
     diagnosis = _diagnosis_facts(facts.diagnoses)
     ch = diagnosis.charlson
-    ed_6m = facts.ed_6m
-    result = lace(facts.los or 0, facts.emergent, ch.lace_points, ed_6m)
+    result = _lace_of(facts.los or 0, facts.emergent, ch.lace_points, facts.ed_6m)
     factors = _lace_factors(facts, result, diagnosis.c_detail, cfg)
+    display = _flag_displays(cfg.readmission_days)
+    enabled = cfg.enabled_flags
 
-    fired: dict[FlagCode, tuple[Factor, ...]] = {}
-    if result.score >= cfg.flag_lace_at:
-        fired["high_lace"] = tuple(f for f in factors if f.points)
-    if (days := facts.readmission_days) is not None:
-        fired["readmission_30d"] = (Factor(
-            "readmission.days_since_discharge", None,
+    # Flags in ALL_FLAGS order, each only when enabled; every flag is a cached object
+    # (equal inputs give the very same flag).
+    flags: list[RiskFlag] = []
+    if result.score >= cfg.flag_lace_at and "high_lace" in enabled:
+        flags.append(_risk_flag("high_lace", display["high_lace"],
+                                tuple(f for f in factors if f.points)))
+    if (days := facts.readmission_days) is not None and "readmission_30d" in enabled:
+        flags.append(_one_factor_flag(
+            "readmission_30d", display["readmission_30d"], "readmission.days_since_discharge",
             f"admitted {_days(days)} after a prior inpatient discharge "
-            f"(window {cfg.readmission_days} days)"),)
-    if (ama := _find_code(facts.discharge_disposition, cfg.ama_dispositions)) is not None:
-        fired["against_medical_advice"] = (
-            Factor("discharge.disposition", None, f"discharge disposition {ama}"),)
-    if diagnosis.cms:
-        fired["cms_condition"] = diagnosis.cms
+            f"(window {cfg.readmission_days} days)"))
+    if "against_medical_advice" in enabled and (
+            ama := _find_code(facts.discharge_disposition, cfg.ama_dispositions)) is not None:
+        flags.append(_one_factor_flag(
+            "against_medical_advice", display["against_medical_advice"],
+            "discharge.disposition", f"discharge disposition {ama}"))
+    if diagnosis.cms and "cms_condition" in enabled:
+        flags.append(_risk_flag("cms_condition", display["cms_condition"], diagnosis.cms))
     recent_ed = facts.recent_ed
-    if recent_ed >= cfg.frequent_ed_visits:
-        fired["frequent_ed"] = (Factor(
-            "ed.visits", None,
+    if recent_ed >= cfg.frequent_ed_visits and "frequent_ed" in enabled:
+        flags.append(_one_factor_flag(
+            "frequent_ed", display["frequent_ed"], "ed.visits",
             f"{recent_ed} ED visits in the {cfg.frequent_ed_days} days before admission "
-            f"(threshold {cfg.frequent_ed_visits})"),)
-    if diagnosis.social:
-        fired["social_needs"] = diagnosis.social
-
-    flags = tuple(
-        RiskFlag(code, _FLAG_DISPLAY[code].format(days=cfg.readmission_days), fired[code])
-        for code in ALL_FLAGS
-        if code in fired and code in cfg.enabled_flags
-    )
+            f"(threshold {cfg.frequent_ed_visits})"))
+    if diagnosis.social and "social_needs" in enabled:
+        flags.append(_risk_flag("social_needs", display["social_needs"], diagnosis.social))
     return RiskResult(
         level=risk_level(result.score, cfg),
         lace=result,
         charlson=ch,
         factors=factors,
-        flags=flags,
+        flags=tuple(flags),
         final=facts.final,
     )

@@ -268,6 +268,13 @@ class Roster(_Model):
                                    key=lambda m: m.id)) for t in self.teams}
 
     @cached_property
+    def eligibility_memo(self) -> dict[Any, Any]:
+        """Memo of each team member's eligibility for a request's language, payers and
+        specialty (streams.care.assignment): kept with the roster value, so a new roster
+        version starts afresh."""
+        return {}
+
+    @cached_property
     def teams_for_memo(self) -> dict[tuple[str, str | None, str | None], tuple[Team, ...]]:
         """Memo of :func:`teams_for` by (facility, unit, specialty)."""
         return {}

@@ -29,14 +29,18 @@ from streams.care.assignment import (
     AssignmentRequest,
     EpisodeLoad,
     TeamState,
+    _members_eligibility,
     _on_shift,
     assign,
+    eligibility_skip,
     release,
     update_points,
 )
-from streams.care.engine import CareContext
+from streams.care.charlson import diagnoses_key
+from streams.care.engine import CareContext, _assessed, _signature
 from streams.care.followup import TaskKind
 from streams.care.offline import OfflineRun, summary_line
+from streams.care.risk import RiskConfig, RiskFacts, assess_facts
 from streams.care.roster import on_shift, teams_for
 from streams.care.state import EpisodeState, PatientState, TaskState
 from streams.care.trusted import constructor, evolve, frozen_instance
@@ -270,3 +274,53 @@ def test_frozen_instance_is_the_dataclass_built_by_its_init() -> None:
         built.team_id = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         frozen_instance(AssignmentRequest, episode_key="F|1")
+
+
+_FACTS = st.builds(
+    RiskFacts,
+    los=st.one_of(st.none(), st.integers(0, 20)), emergent=st.booleans(),
+    emergent_reason=st.sampled_from([None, "admission type E", "admit source 7"]),
+    diagnoses=st.lists(st.sampled_from([("I50.9", "I10"), ("J44.1", "I10"), ("E11.9", "I10"),
+                                        ("Z59.0", "I10"), ("C34.90", "I10"), ("R69", None)]),
+                       max_size=4, unique=True).map(lambda d: diagnoses_key(d)),
+    ed_6m=st.integers(0, 6), recent_ed=st.integers(0, 6),
+    readmission_days=st.one_of(st.none(), st.integers(0, 30)),
+    discharge_disposition=st.sampled_from([None, "01", "07", "AMA"]), final=st.booleans())
+_WARM_PARTS: dict[Any, Any] = {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts=_FACTS, stage=st.sampled_from(["admission", "discharge"]))
+def test_assessed_pieces_agree_with_the_result(facts: RiskFacts, stage: str) -> None:
+    # _assessed builds the signature and the JSON from memoized pieces (the risk rules
+    # hand out cached factors and flags): they must be what the result itself gives,
+    # with the memo warm or cold.
+    cfg = RiskConfig()
+    result = assess_facts(facts, cfg)
+    for parts in (_WARM_PARTS, {}):
+        a = _assessed(stage, result, parts)
+        assert a.signature == _signature(stage, result)
+        flag_json = {"lace": dataclasses.asdict(result.lace),
+                     "charlson": {"score": result.charlson.score,
+                                  "categories": list(result.charlson.categories)},
+                     "factors": [dataclasses.asdict(f) for f in result.factors],
+                     "reasons": [{"code": f.code, "display": f.display,
+                                  "factors": [dataclasses.asdict(x) for x in f.factors]}
+                                 for f in result.flags]}
+        assert json.dumps(a.json) == json.dumps(flag_json)
+        assert [r.model_dump() for r in a.reasons] == flag_json["reasons"]
+
+
+@pytest.mark.parametrize("roster", ROSTERS)
+@pytest.mark.parametrize("language", [None, "es", "Spanish", "fr"])
+@pytest.mark.parametrize("payers", [(), ("MCR",), (" payer2 ", "p1")])
+def test_memoized_eligibility_agrees_with_the_rule(roster: Any, language: str | None,
+                                                   payers: tuple[str, ...]) -> None:
+    for team in roster.teams:
+        req = frozen_instance(
+            AssignmentRequest, episode_key="F|1", team_id=team.id, risk_level="high",
+            payer_ids=payers, language=language, specialty=None, continuity_manager_id=None,
+            continuity_at=None, cause_event_id="e")
+        expected = tuple((m, eligibility_skip(m, req)) for m in roster.members(team.id))
+        assert _members_eligibility(roster, req) == expected
+        assert _members_eligibility(roster, req) == expected  # from the memo
