@@ -1,15 +1,19 @@
 """``make demo``: replay the synthetic feed through MLLP and show what came out, then
-keep a gentle live trickle of new patients going so the dashboard moves."""
+keep a gentle live trickle of new patients going so the dashboard moves, with a case
+manager completing the new patients' follow-up tasks over the staff task API so
+episodes close and caseloads come back down."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import orjson
 from rich.console import Console
 from rich.table import Table
@@ -137,7 +141,8 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
         if live:
             console.print("A trickle of synthetic ADT (new patients, one message every "
                           "1-3 s) keeps the dashboard moving.")
-            await run_trickle(settings.mllp_host, port)
+            await _trickle_with_case_manager(settings, ingest_role, port, staff_token,
+                                             console)
         return None
     return 0 if ok else 1
 
@@ -231,3 +236,119 @@ async def _referral_loop(settings: Settings, ingest_role: Any, staff_token: str 
     render(result, console)
     log.info("demo_referral_loop_closed", agency_id=result.agency_id, steps=len(result.steps))
     return True
+
+
+# --------------------------------------------------------------- the case manager
+
+
+@dataclass(frozen=True)
+class CaseManagerConfig:
+    """How the demo's case manager works the new patients' follow-up tasks."""
+
+    interval_s: float = 3.0
+    """How often the task list is read."""
+    delays_s: Mapping[str, float] = field(default_factory=lambda: {
+        "contact": 10.0, "handoff": 10.0, "pcp_notification": 15.0, "med_rec": 20.0,
+        "visit": 25.0})
+    """Seconds from a task first being listed to its completion, by kind: the call
+    first, the visit last (a demo minute stands for the weeks of a real follow-up)."""
+    default_delay_s: float = 25.0
+    per_round: int = 4
+    """At most this many completions per read: gentle on the hub, easy on the eye."""
+
+    def delay(self, kind: str) -> float:
+        return self.delays_s.get(kind, self.default_delay_s)
+
+
+@dataclass
+class _Desk:
+    """What the case manager remembers between reads."""
+
+    leave_alone: set[str] | None = None
+    """The tasks listed before the trickle began (the replay's: left open, so the
+    dashboard keeps showing overdue work)."""
+    first_seen: dict[str, float] = field(default_factory=dict)
+    sent: set[str] = field(default_factory=set)
+    completed: int = 0
+
+
+async def run_case_manager(base_url: str, staff_token: str, *,
+                           cfg: CaseManagerConfig | None = None,
+                           clock: Callable[[], float] = time.monotonic) -> None:
+    """Play a case manager over the staff task API until cancelled: tasks listed after
+    the first read are completed (``POST /care/tasks/{id}/status``) once they have been
+    open for their kind's delay, soonest-seen first. A failed round (the hub busy or
+    stopping) is logged and the next one tries again."""
+    cfg = cfg or CaseManagerConfig()
+    desk = _Desk()
+    log.info("demo_case_manager_started")
+    try:
+        async with aiohttp.ClientSession(
+                base_url=base_url, headers={"Authorization": f"Bearer {staff_token}"},
+                timeout=aiohttp.ClientTimeout(total=15)) as http:
+            while True:
+                try:
+                    await _case_manager_round(http, desk, cfg, clock())
+                except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+                    # The hub busy or restarting: the next round tries again.
+                    log.info("demo_case_manager_round_failed", exc_type=type(exc).__name__)
+                await asyncio.sleep(cfg.interval_s)
+    except asyncio.CancelledError:  # the hub is stopping (Ctrl-C) or the trickle ended
+        log.info("demo_case_manager_stopped", completed=desk.completed, reason="cancelled")
+        raise
+
+
+async def _case_manager_round(http: aiohttp.ClientSession, desk: _Desk,
+                              cfg: CaseManagerConfig, now: float) -> None:
+    if desk.leave_alone is None:
+        async with http.get("/care/tasks", params={"limit": "5000"}) as resp:
+            if resp.status != 200:  # the task view still loading (503)
+                return
+            desk.leave_alone = {t["task_id"] for t in (await resp.json())["tasks"]}
+        return
+    async with http.get("/care/tasks", params={"status": "open", "limit": "5000"}) as resp:
+        if resp.status != 200:
+            return
+        rows = [t for t in (await resp.json())["tasks"]
+                if t["task_id"] not in desk.leave_alone]
+    listed = {t["task_id"] for t in rows}
+    # Forget what left the open list (closed, by this desk or anyone): bounded memory.
+    desk.first_seen = {k: v for k, v in desk.first_seen.items() if k in listed}
+    desk.sent &= listed
+    ready = []
+    for t in rows:
+        seen = desk.first_seen.setdefault(t["task_id"], now)
+        if t["task_id"] not in desk.sent and now - seen >= cfg.delay(t["kind"]):
+            ready.append((seen, t["due"], t["task_id"], t["kind"]))
+    for _, _, task_id, kind in sorted(ready)[:cfg.per_round]:
+        # The key makes a resend (lost answer) the same update, applied once.
+        async with http.post(f"/care/tasks/{task_id}/status", json={"status": "completed"},
+                             headers={"Idempotency-Key": f"demo-{task_id}-completed"}
+                             ) as resp:
+            if resp.status in (200, 202, 404, 409):  # done, or not ours to do any more
+                desk.sent.add(task_id)
+            if resp.status == 202:
+                desk.completed += 1
+                log.info("demo_task_completed", task_id=task_id, kind=kind,
+                         completed=desk.completed)
+
+
+async def _trickle_with_case_manager(settings: Settings, ingest_role: Any, mllp_port: int,
+                                     staff_token: str | None, console: Console) -> None:
+    """The live trickle, and beside it the case manager when the demo has the staff
+    token and an HTTP listener (both stop when the trickle does: Ctrl-C)."""
+    http_port = getattr(ingest_role.ingest, "http_port", None)
+    desk: asyncio.Task[None] | None = None
+    if staff_token is not None and http_port is not None and settings.care_enabled:
+        console.print("A case manager completes the new patients' follow-up tasks over "
+                      "the staff API (POST /care/tasks/{id}/status): the call ~10 s after "
+                      "discharge, the rest within ~25 s, so episodes close and caseloads "
+                      "come back down.")
+        desk = asyncio.create_task(run_case_manager(f"http://127.0.0.1:{http_port}",
+                                                    staff_token), name="demo-case-manager")
+    try:
+        await run_trickle(settings.mllp_host, mllp_port)
+    finally:
+        if desk is not None:
+            desk.cancel()
+            await asyncio.gather(desk, return_exceptions=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -213,6 +214,11 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
             worker = mode.Worker(*services, loop=loop, loglevel=settings.log_level,
                                  override_logging=False, redirect_stdouts=False)
         holder["worker"] = worker
+        # Everything loaded so far (modules, rules, roster, FHIR models) lives as long as
+        # the process: moving it out of the collector's generations spares every full
+        # collection a rescan of it (bench_decide: ~13% of the care step was GC).
+        gc.collect()
+        gc.freeze()
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:

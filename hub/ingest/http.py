@@ -36,6 +36,7 @@ from .core import FHIR_CONTENT_TYPE, HL7_CONTENT_TYPE, Ingestor, _operation_outc
 
 if TYPE_CHECKING:
     from hub.agency_api import AgencyApi
+    from hub.care_api import CareApi
 
 HL7_TYPES = frozenset(
     {"text/plain", "x-application/hl7-v2+er7", "application/hl7-v2", "application/edi-hl7"}
@@ -119,7 +120,8 @@ async def health_live(_: web.Request) -> web.Response:
 
 
 def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None,
-                  agency: AgencyApi | None = None) -> web.Application:
+                  agency: AgencyApi | None = None, care: CareApi | None = None
+                  ) -> web.Application:
     # client_max_size: aiohttp's own cap, a second line behind the Content-Length check.
     app = web.Application(client_max_size=settings.http_max_body_bytes)
     app[INGESTOR_KEY] = ingestor
@@ -133,7 +135,13 @@ def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
     # The agency API, staff referral view and consent endpoint (hub/agency_api.py).
     from hub.agency_api import add_agency_routes, default_agency_api
 
-    add_agency_routes(app, agency or default_agency_api(settings, ingestor.producer))
+    agency = agency or default_agency_api(settings, ingestor.producer)
+    add_agency_routes(app, agency)
+    # The staff task API (hub/care_api.py): one token-guessing budget for both APIs.
+    from hub.care_api import add_care_routes, default_care_api
+
+    add_care_routes(app, care or default_care_api(settings, ingestor.producer,
+                                                  throttle=agency.throttle))
     return app
 
 

@@ -514,20 +514,24 @@ def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
         return
     p.discharges[ep.key] = at
     _flag(p, ep, ev, "discharge", ctx, out)
-    if ep.assignment in ("none", "unassigned"):
-        _request_assignment(p, ep, ev, ctx, out)
-    elif ep.assignment in ("requested", "assigned") and ep.team and \
-            ep.points_level != ep.risk_level:
-        ep.points_level = ep.risk_level
-        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, _team_request(
-            p, ep, ev, "update_points")))
     disposition = ep.disposition
     if ev.patient.deceased:
         disposition = "20"
     dclass, plans = plan_followup(discharge_at=at, disposition=disposition,
                                   risk_level=ep.risk_level or "low", tz=ep.tz,
                                   has_pcp=p.pcp_id is not None, cfg=ctx.config.followup)
-    if dclass in (DispositionClass.DEATH, DispositionClass.HOSPICE):
+    no_followup = dclass in (DispositionClass.DEATH, DispositionClass.HOSPICE)
+    if ep.assignment in ("none", "unassigned"):
+        # A death or hospice discharge has no work for a case manager: nobody is
+        # assigned for it (the episode closes below).
+        if not no_followup:
+            _request_assignment(p, ep, ev, ctx, out)
+    elif ep.assignment in ("requested", "assigned") and ep.team and \
+            ep.points_level != ep.risk_level:
+        ep.points_level = ep.risk_level
+        out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, _team_request(
+            p, ep, ev, "update_points")))
+    if no_followup:
         reason = "deceased" if dclass == DispositionClass.DEATH else "hospice"
         for other in list(p.episodes.values()):
             _cancel_tasks(p, other, ev, reason, ctx, out, rule=f"task.cancel.{reason}")
@@ -543,14 +547,28 @@ def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
         _emit_task(p, ep, t, ev, derive_id(ev.event_id, plan.rule, task_id), plan.rule,
                    ev.occurred_at, ctx, out)
     _notify(p, ep, ev, "notification-discharge", ctx, out)
+    if no_followup:
+        # Release the caseload now rather than after the follow-up period: a manager's
+        # cap must not stay spent on a patient who died or went to hospice. closed_at ==
+        # discharge_at marks this closure, which a cancelled discharge (A13) reopens.
+        _maybe_close(p, ep, at, ctx, out, force=True)
 
 
 def _cancel_discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
                       out: _Emits) -> None:
-    if ep.status != "discharged":
+    closed_at_discharge = (ep.status == "closed" and ep.discharge_at is not None
+                           and ep.closed_at == ep.discharge_at)
+    if ep.status != "discharged" and not closed_at_discharge:
         return
     key = f"{ep.key}@{ep.discharge_at.isoformat()}" if ep.discharge_at else None
     ep.status, ep.discharge_at = "active", None
+    if closed_at_discharge:
+        # The death/hospice discharge that closed the episode was a mistake: the
+        # patient is back in a bed and needs a case manager again.
+        ep.closed_at = None
+        if ep.assignment == "released":
+            ep.assignment = "none"
+        _request_assignment(p, ep, ev, ctx, out)
     p.discharges.pop(ep.key, None)
     for t in ep.tasks.values():
         if t.discharge_key == key and t.status in OPEN_TASK_STATUSES:
@@ -580,14 +598,16 @@ def _cancel_admit(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: Ca
 
 
 def _maybe_close(p: PatientState, ep: EpisodeState, now: datetime, ctx: CareContext,
-                 out: _Emits) -> None:
+                 out: _Emits, *, force: bool = False) -> None:
     if ep.status != "discharged" or ep.discharge_at is None:
         return
-    period_over = now >= ep.discharge_at + timedelta(days=ctx.config.episode.close_after_days)
-    tasks_done = bool(ep.tasks) and all(t.status in TERMINAL_TASK_STATUSES
-                                        for t in ep.tasks.values())
-    if not (period_over or tasks_done):
-        return
+    if not force:
+        period_over = now >= ep.discharge_at + timedelta(
+            days=ctx.config.episode.close_after_days)
+        tasks_done = bool(ep.tasks) and all(t.status in TERMINAL_TASK_STATUSES
+                                            for t in ep.tasks.values())
+        if not (period_over or tasks_done):
+            return
     discharged_at = ep.discharge_at
     ep = _own(p, ep, out)
     ep.status, ep.closed_at = "closed", now

@@ -24,9 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from hub.demo import DEMO_FEED_SILENCE, demo_overrides, run_trickle
+from hub.demo import (
+    DEMO_FEED_SILENCE,
+    CaseManagerConfig,
+    _case_manager_round,
+    _Desk,
+    demo_overrides,
+    run_case_manager,
+    run_trickle,
+)
 from hub.feed import FeedConfig, TrickleConfig, generate, trickle
 from hub.settings import Settings
 from mappers.hl7v2 import map_hl7v2
@@ -172,6 +183,89 @@ async def test_run_trickle_stops_when_cancelled() -> None:
     await server.wait_closed()
 
 
+# ------------------------------------------------------------ the case manager
+class StubTaskApi:
+    """The staff task API's two endpoints over a dict (task id -> kind, status)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, tuple[str, str]] = {}
+        self.posts: list[tuple[str, str | None, str | None, dict[str, Any]]] = []
+        self.answer: int | None = None
+        app = web.Application()
+        app.router.add_get("/care/tasks", self.list)
+        app.router.add_post("/care/tasks/{task_id}/status", self.post)
+        self.server = TestServer(app)
+
+    async def list(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        rows = [{"task_id": t, "kind": k, "status": s, "owner": "cm-ana", "team": "medsurg",
+                 "due": "2026-11-26T23:59:59+00:00", "overdue": False}
+                for t, (k, s) in sorted(self.tasks.items())
+                if status is None or (status == "open" and s == "requested")]
+        return web.json_response({"tasks": rows, "total": len(rows)})
+
+    async def post(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        self.posts.append((task_id, request.headers.get("Authorization"),
+                           request.headers.get("Idempotency-Key"), await request.json()))
+        if self.answer is not None:
+            return web.json_response({}, status=self.answer)
+        kind, _ = self.tasks[task_id]
+        self.tasks[task_id] = (kind, "completed")
+        return web.json_response({"id": "u", "task_id": task_id, "status": "completed"},
+                                 status=202)
+
+
+async def test_case_manager_completes_new_tasks_by_kind_and_leaves_the_replays_alone(
+        ) -> None:
+    stub = StubTaskApi()
+    stub.tasks["replay-1"] = ("contact", "requested")
+    await stub.server.start_server()
+    cfg = CaseManagerConfig(per_round=2)
+    desk = _Desk()
+    try:
+        async with aiohttp.ClientSession(base_url=str(stub.server.make_url("/")),
+                                         headers={"Authorization": "Bearer s"}) as http:
+            await _case_manager_round(http, desk, cfg, 0.0)  # what was there before
+            assert desk.leave_alone == {"replay-1"} and stub.posts == []
+            stub.tasks.update({"c1": ("contact", "requested"), "v1": ("visit", "requested"),
+                               "m1": ("med_rec", "requested"),
+                               "h1": ("handoff", "requested")})
+            await _case_manager_round(http, desk, cfg, 1.0)  # first seen
+            await _case_manager_round(http, desk, cfg, 10.9)
+            assert stub.posts == []
+            await _case_manager_round(http, desk, cfg, 11.0)  # contact, handoff: 10 s
+            assert [p[0] for p in stub.posts] == ["c1", "h1"]
+            assert stub.posts[0][1:] == ("Bearer s", "demo-c1-completed",
+                                         {"status": "completed"})
+            stub.answer = 503  # the hub busy: tried again next round
+            await _case_manager_round(http, desk, cfg, 21.0)
+            assert [p[0] for p in stub.posts] == ["c1", "h1", "m1"]
+            stub.answer = None
+            await _case_manager_round(http, desk, cfg, 26.0)
+            assert [p[0] for p in stub.posts] == ["c1", "h1", "m1", "m1", "v1"]
+            await _case_manager_round(http, desk, cfg, 60.0)
+            assert len(stub.posts) == 5 and desk.completed == 4
+            assert stub.tasks["replay-1"] == ("contact", "requested")
+            assert desk.first_seen == {} and desk.sent == set()  # nothing open: forgotten
+    finally:
+        await stub.server.close()
+
+
+async def test_case_manager_keeps_going_through_errors_and_stops_when_cancelled() -> None:
+    stub = StubTaskApi()
+    await stub.server.start_server()
+    url = str(stub.server.make_url("/"))
+    await stub.server.close()  # nobody listening: every round fails, quietly
+    task = asyncio.create_task(run_case_manager(url, "s",
+                                                cfg=CaseManagerConfig(interval_s=0.01)))
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 # ------------------------------------------------------------ the real demo
 def _demo_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
@@ -218,6 +312,34 @@ async def _get(http: aiohttp.ClientSession, url: str) -> Any:
         return await (resp.json() if url.endswith(".json") else resp.text())
 
 
+async def _case_manager_closes_trickle_episodes(err_path: Path) -> None:
+    """The demo's case manager completes the trickle's tasks over the staff API: a task
+    reaches completed on care.tasks and a trickle patient's episode closes (its caseload
+    released). The replay's tasks stay open (the overdue escalations above)."""
+    from hub.kafka import read_topic
+
+    started = [json.loads(line) for line in err_path.read_text().splitlines()
+               if '"embedded_broker_started"' in line]
+    settings = Settings(kafka_bootstrap=started[0]["bootstrap"], topic_prefix="")
+    trickle_mrn = re.compile(r"\|MRN9\d{5}$")
+    completed: list[Any] = []
+    released: list[Any] = []
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and not (completed and released):
+        tasks = [orjson.loads(r.value or b"{}")
+                 for r in await read_topic(settings, "care.tasks", timeout=5)]
+        completed = [t for t in tasks if t.get("rule") == "task.update.completed"]
+        assignments = [orjson.loads(r.value or b"{}")
+                       for r in await read_topic(settings, "care.assignments", timeout=5)]
+        released = [a for a in assignments if a.get("status") == "released"
+                    and a.get("reason") == "episode_closed"
+                    and trickle_mrn.search(a.get("patient_key", ""))]
+        await asyncio.sleep(2)
+    assert completed, "no task was completed by the demo's case manager"
+    assert all(trickle_mrn.search(t["patient_key"]) for t in completed)
+    assert released, "no trickle episode closed"
+
+
 @pytest.mark.slow
 async def test_demo_keeps_a_live_trickle_until_ctrl_c(tmp_path: Path) -> None:
     out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
@@ -260,6 +382,7 @@ async def test_demo_keeps_a_live_trickle_until_ctrl_c(tmp_path: Path) -> None:
         overdue = [e for e in later["recent_escalations"] if e["kind"] == "overdue_task"]
         assert overdue and overdue[0]["reason"] == "task_overdue", later["recent_escalations"]
         assert later["tasks_overdue"]
+        await _case_manager_closes_trickle_episodes(err_path)
 
         # Ctrl-C: the trickle stops, the hub stops, the embedded broker with it.
         proc.send_signal(signal.SIGINT)
@@ -272,6 +395,7 @@ async def test_demo_keeps_a_live_trickle_until_ctrl_c(tmp_path: Path) -> None:
              if line.startswith("{")]
     events = {line["event"]: line for line in lines}
     assert "demo_trickle_stopped" in events and "embedded_broker_stopped" in events
+    assert "demo_task_completed" in events and "demo_case_manager_stopped" in events
     host, _, port = events["embedded_broker_started"]["bootstrap"].rpartition(":")
     with socket.socket() as sock, pytest.raises(OSError):
         sock.settimeout(2)
