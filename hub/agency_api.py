@@ -49,28 +49,33 @@ not the one the view still shows.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import hmac
-import math
 import re
-import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 from urllib.parse import unquote
 
-import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
-from hub.ingest.core import FHIR_CONTENT_TYPE, _operation_outcome
+from hub.api_common import (
+    CODE,
+    AuthThrottle,
+    TokenApi,
+    TopicView,
+    bad,
+    bearer,
+    conflict,
+    not_found,
+    read_json_body,
+    run_view_with,
+    sha256_hex,
+    unauthorized,
+    unavailable,
+)
 from hub.ingest.deadletter import Sender
-from hub.kafka import DurableWriteError, HubKafkaError, TopicTail
+from hub.kafka import Record
 from hub.logging import get_logger
 from hub.settings import Settings
 from schemas.canonical import derive_id, patient_key
@@ -93,9 +98,6 @@ log = get_logger("hub.agency_api")
 REFERRAL_STATUSES: frozenset[str] = frozenset(get_args(ReferralStatus))
 AGENCY_STATUSES: frozenset[str] = frozenset(get_args(AgencyStatus))
 REASON = re.compile(r"^[a-z0-9_.-]{1,64}$")
-_SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-MAX_BODY = 16 * 1024
-"""Status and consent bodies are a few dozen bytes; anything big is refused unread."""
 AUTHORITY_URN_PREFIX = "urn:care-hub:authority:"
 
 try:  # the referral engine's transition table is the one source of truth when present
@@ -126,25 +128,19 @@ class _Pending:
     based_on_version: int
 
 
-class ReferralView:
-    """care.referrals (and config.agencies) in memory, for the API. Also a DirectorySource.
+class ReferralView(TopicView):
+    """care.referrals (the latest version of each) and config.agencies in memory, for
+    the API; also a DirectorySource. Its pure parts are ``apply`` and ``apply_directory``."""
 
-    ``apply`` / ``apply_directory`` are the pure parts (tests drive them directly); the
-    tail task feeds them from Kafka. ``ready`` turns true once both topics were read up
-    to their end once.
-    """
+    event_prefix = "referral_view"
 
     def __init__(self, settings: Settings | None = None, *,
                  directory_file: Path | None = None, poll_s: float = 0.5) -> None:
-        self.settings = settings
-        self.poll_s = poll_s
+        super().__init__(settings, poll_s=poll_s, log=log)
         self._by_id: dict[str, ReferralOutput] = {}
         self._pending: dict[str, _Pending] = {}
         self._directory: Directory | None = None
         self._directory_raw: bytes | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ready = False
-        self.rejected = 0
         if directory_file is not None:
             try:
                 self._directory = parse_directory(directory_file.read_text(encoding="utf-8"))
@@ -181,13 +177,6 @@ class ReferralView:
     def set_directory(self, directory: Directory) -> None:
         self._directory = directory
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    def mark_ready(self) -> None:
-        self._ready = True
-
     def get(self, task_id: str) -> ReferralOutput | None:
         return self._by_id.get(task_id)
 
@@ -212,176 +201,19 @@ class ReferralView:
 
     # --- tailing
 
-    async def start(self) -> None:
-        if self._task is None and self.settings is not None:
-            self._task = asyncio.create_task(self._run(), name="referral-view")
+    def _topics(self) -> Sequence[tuple[str, float, Callable[[Record], object]]]:
+        # The directory first: a referral's agency is then known by the time it is read.
+        return [(CONFIG_AGENCIES.name, 0.05, self._directory_record),
+                (CARE_REFERRALS.name, self.poll_s, self._referral_record)]
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            # Bounded: the task's cleanup closes two consumers, each already capped by
-            # _quiet_stop; a broker that vanished must not hold an app's shutdown.
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(task, 15.0)
+    def _directory_record(self, rec: Record) -> None:
+        self.apply_directory(rec.value or b"")
 
-    async def _run(self) -> None:
-        assert self.settings is not None
-        referrals = TopicTail(self.settings, CARE_REFERRALS.name)
-        agencies = TopicTail(self.settings, CONFIG_AGENCIES.name)
-        try:
-            while True:
-                try:
-                    await self._poll_once(referrals, agencies)
-                except HubKafkaError as exc:
-                    log.warning("referral_view_read_failed", exc_type=type(exc).__name__)
-                    await referrals.stop()
-                    await agencies.stop()
-                    await asyncio.sleep(2.0)
-                except Exception as exc:  # the view must keep running whatever arrives
-                    log.error("referral_view_failed", exc_type=type(exc).__name__)
-                    await asyncio.sleep(2.0)
-        finally:
-            await referrals.stop()
-            await agencies.stop()
+    def _referral_record(self, rec: Record) -> None:
+        self.apply(ReferralOutput.model_validate_json(rec.value or b""))
 
-    async def _poll_once(self, referrals: TopicTail, agencies: TopicTail) -> None:
-        for rec in await agencies.poll(timeout=0.05):
-            if rec.value:
-                self.apply_directory(rec.value)
-        for rec in await referrals.poll(timeout=self.poll_s):
-            if not rec.value:
-                continue
-            try:
-                self.apply(ReferralOutput.model_validate_json(rec.value))
-            except ValidationError:
-                self.rejected += 1
-                log.warning("referral_view_record_rejected", topic=rec.topic,
-                            partition=rec.partition, offset=rec.offset)
-        if not self._ready and await referrals.caught_up() and await agencies.caught_up():
-            self._ready = True
-            log.info("referral_view_ready", referrals=len(self._by_id))
-
-
-# ------------------------------------------------------------------------ throttle
-
-
-class AuthThrottle:
-    """Failed authentications per client address in a sliding window (in memory, per
-    process). ``clock`` is monotonic seconds."""
-
-    def __init__(self, max_failures: int, window_s: float, *,
-                 clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000
-                 ) -> None:
-        self.max_failures, self.window_s, self.clock = max_failures, window_s, clock
-        self.max_clients = max_clients
-        self._failures: dict[str, deque[float]] = {}
-        self.refused = 0
-        """Requests answered 429 (for metrics)."""
-
-    def _recent(self, client: str, now: float) -> deque[float] | None:
-        q = self._failures.get(client)
-        if q is None:
-            return None
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
-        if not q:
-            del self._failures[client]
-            return None
-        return q
-
-    def retry_after(self, client: str) -> int | None:
-        """Whole seconds until ``client`` may try again, or None when it may now."""
-        now = self.clock()
-        q = self._recent(client, now)
-        if q is None or len(q) < self.max_failures:
-            return None
-        return max(1, math.ceil(q[-self.max_failures] + self.window_s - now))
-
-    def failed(self, client: str) -> bool:
-        """Count one bad token; True when this one reached the limit."""
-        now = self.clock()
-        q = self._recent(client, now)
-        if q is None:
-            if len(self._failures) >= self.max_clients:
-                # Bounded memory under a spray from many addresses: forget the oldest.
-                del self._failures[next(iter(self._failures))]
-            q = self._failures[client] = deque()
-        q.append(now)
-        return len(q) == self.max_failures
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-def _outcome(status: int, code: str, detail: str, issue_type: str,
-             headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(_operation_outcome(code, detail, issue_type=issue_type),
-                             status=status, headers=headers, content_type=FHIR_CONTENT_TYPE)
-
-
-def _unauthorized(realm: str, error: str | None) -> web.Response:
-    challenge = f'Bearer realm="{realm}"'
-    if error:
-        challenge += f', error="{error}"'
-    return _outcome(401, "unauthorized", "A valid bearer token is required.", "login",
-                    {"WWW-Authenticate": challenge})
-
-
-def _not_found() -> web.Response:
-    return _outcome(404, "not_found", "No such referral.", "not-found")
-
-
-def _throttled(retry_after: int) -> web.Response:
-    return _outcome(429, "too_many_failed_authentications",
-                    "Too many requests with an invalid bearer token from this address; "
-                    "retry after the time in Retry-After.", "throttled",
-                    {"Retry-After": str(retry_after)})
-
-
-def _unavailable(detail: str) -> web.Response:
-    return _outcome(503, "unavailable", detail, "transient", {"Retry-After": "5"})
-
-
-def _bad(detail: str, code: str = "invalid_request", status: int = 400) -> web.Response:
-    return _outcome(status, code, detail, "invalid")
-
-
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 512:
-        return None
-    return token
-
-
-def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def _sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
-    if request.content_type not in ("application/json", "application/fhir+json"):
-        return None, _outcome(415, "unsupported_media_type",
-                              "Content-Type must be application/json.", "not-supported")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return None, _outcome(413, "request_too_large",
-                              f"The body exceeds {MAX_BODY} bytes.", "too-costly")
-    try:
-        raw = await request.content.read(MAX_BODY + 1)
-    except Exception:
-        return None, _bad("The body could not be read.")
-    if len(raw) > MAX_BODY:
-        return None, _outcome(413, "request_too_large",
-                              f"The body exceeds {MAX_BODY} bytes.", "too-costly")
-    try:
-        return orjson.loads(raw), None
-    except orjson.JSONDecodeError:
-        return None, _bad("The body is not valid JSON.", "invalid_json")
+    def _ready_fields(self) -> dict[str, Any]:
+        return {"referrals": len(self._by_id)}
 
 
 # ------------------------------------------------------------------------------- api
@@ -414,71 +246,42 @@ def _staff_row(out: ReferralOutput) -> dict[str, Any]:
     return row
 
 
-class AgencyApi:
+def _status_query(request: web.Request) -> tuple[str | None, web.Response | None]:
+    status = request.query.get("status")
+    if status is not None and status not in REFERRAL_STATUSES:
+        return None, bad(f"Unknown status; use one of {', '.join(sorted(REFERRAL_STATUSES))}.",
+                         "invalid_status")
+    return status, None
+
+
+class AgencyApi(TokenApi[ReferralView]):
     """The routes' state: settings, the durable producer, the view and the directory."""
+
+    not_ready_detail = "The referral view is still loading."
 
     def __init__(self, settings: Settings, producer: Sender, view: ReferralView, *,
                  directory: DirectorySource | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 clock: Callable[[], datetime] | None = None,
                  throttle: AuthThrottle | None = None) -> None:
-        self.settings = settings
-        self.producer = producer
-        self.view = view
+        super().__init__(settings, producer, view, clock=clock, throttle=throttle, log=log)
         self.directory = directory or view
-        self.clock = clock
-        self.throttle = throttle or AuthThrottle(settings.api_auth_failures_max,
-                                                 settings.api_auth_window_s)
 
     # --- auth
 
-    def _throttled(self, request: web.Request) -> web.Response | None:
-        wait = self.throttle.retry_after(_client(request))
-        if wait is None:
-            return None
-        self.throttle.refused += 1
-        return _throttled(wait)
-
-    def _bad_token(self, request: web.Request, realm: str) -> web.Response:
-        if self.throttle.failed(_client(request)):
-            # Once per client and window, not per refused request (no log flood).
-            log.warning("api_auth_throttled", realm=realm, path=request.path,
-                        failures=self.throttle.max_failures,
-                        window_s=self.throttle.window_s)
-        return _unauthorized(realm, "invalid_token")
-
     def _agency(self, request: web.Request) -> Agency | web.Response:
-        if (throttled := self._throttled(request)) is not None:
+        if (throttled := self.gate.throttled(request)) is not None:
             return throttled
-        token = _bearer(request)
+        token = bearer(request)
         if token is None:
-            return _unauthorized("agency", None)
+            return unauthorized("agency", None)
         directory = self.directory.latest()
         if directory is None:
-            return _unavailable("The agency directory is not loaded yet.")
-        agency = directory.agency_for_token_hash(_sha256(token))
+            return unavailable("The agency directory is not loaded yet.")
+        agency = directory.agency_for_token_hash(sha256_hex(token))
         if agency is None:
             log.info("agency_token_refused", path=request.path)
-            return self._bad_token(request, "agency")
+            return self.gate.refused(request, "agency")
         return agency
-
-    def _staff(self, request: web.Request) -> web.Response | None:
-        if (throttled := self._throttled(request)) is not None:
-            return throttled
-        token = _bearer(request)
-        if token is None:
-            return _unauthorized("staff", None)
-        want = self.settings.staff_api_token_sha256
-        # Compared even when unset, so an unconfigured hub takes as long to say no.
-        if not hmac.compare_digest(_sha256(token).encode(), (want or "-" * 64).encode()) \
-                or want is None:
-            log.info("staff_token_refused", path=request.path)
-            return self._bad_token(request, "staff")
-        return None
-
-    def _not_ready(self) -> web.Response | None:
-        if not self.view.ready:
-            return _unavailable("The referral view is still loading.")
-        return None
 
     # --- agency endpoints
 
@@ -486,11 +289,8 @@ class AgencyApi:
         agency = self._agency(request)
         if isinstance(agency, web.Response):
             return agency
-        status = request.query.get("status")
-        if status is not None and status not in REFERRAL_STATUSES:
-            return _bad(f"Unknown status; use one of {', '.join(sorted(REFERRAL_STATUSES))}.",
-                        "invalid_status")
-        if (err := self._not_ready()) is not None:
+        status, err = _status_query(request)
+        if err is not None or (err := self._not_ready()) is not None:
             return err
         rows = [_agency_copy(r) for r in self.view.for_agency(agency.id)
                 if status is None or r.status == status]
@@ -505,7 +305,7 @@ class AgencyApi:
             return err
         out = self.view.get(request.match_info["id"])
         if out is None or out.agency_id != agency.id:
-            return _not_found()
+            return not_found("No such referral.")
         return web.json_response(_agency_copy(out))
 
     async def post_status(self, request: web.Request) -> web.Response:
@@ -517,43 +317,37 @@ class AgencyApi:
             return err
         out = self.view.get(task_id)
         if out is None or out.agency_id != agency.id:
-            return _not_found()
-        body, err = await _json_body(request)
+            return not_found("No such referral.")
+        body, err = await read_json_body(request)
         if err is not None:
             return err
         if not isinstance(body, dict) or set(body) - {"status", "reason"}:
-            return _bad('The body must be {"status": ..., "reason": ...} and nothing else.')
+            return bad('The body must be {"status": ..., "reason": ...} and nothing else.')
         status, reason = body.get("status"), body.get("reason")
         if status not in AGENCY_STATUSES:
-            return _bad(f"status must be one of {', '.join(sorted(AGENCY_STATUSES))}.",
-                        "invalid_status")
+            return bad(f"status must be one of {', '.join(sorted(AGENCY_STATUSES))}.",
+                       "invalid_status")
         if reason is not None and (not isinstance(reason, str) or not REASON.match(reason)):
-            return _bad("reason must be a code matching ^[a-z0-9_.-]{1,64}$ (no free text).",
-                        "invalid_reason")
+            return bad("reason must be a code matching ^[a-z0-9_.-]{1,64}$ (no free text).",
+                       "invalid_reason")
         if status == "rejected" and reason is None:
-            return _bad("A rejection needs a reason code (e.g. no_capacity).", "missing_reason")
+            return bad("A rejection needs a reason code (e.g. no_capacity).", "missing_reason")
         current = self.view.effective_status(task_id) or out.status
         if status == current:
             return web.json_response({"id": None, "status": status, "unchanged": True})
         if status not in TRANSITIONS.get(current, frozenset()):
-            return _outcome(409, "invalid_transition",
-                            f"A referral in status {current} cannot become {status}.",
-                            "business-rule")
+            return conflict("invalid_transition",
+                            f"A referral in status {current} cannot become {status}.")
         # Derived from what the agency saw and asked: a retried POST (lost answer) makes
         # the same update id, which the referral engine applies once.
         update_id = derive_id("referral-update", task_id, status, reason, out.version)
         update = ReferralUpdate(id=update_id, referral_task_id=task_id, agency_id=agency.id,
                                 patient_key=out.patient_key, status=status, reason=reason,
                                 at=self.clock())
-        try:
-            await self.producer.send(REFERRALS_UPDATES.name,
-                                     update.model_dump_json(exclude_none=True).encode(),
-                                     key=out.patient_key.encode(),
-                                     timeout=self.settings.ack_timeout_s)
-        except DurableWriteError:
+        if not await self._store(REFERRALS_UPDATES.name, update, out.patient_key):
             log.warning("referral_update_not_stored", agency_id=agency.id,
                         referral_task_id=task_id, status=status)
-            return _unavailable("The update could not be stored; send it again.")
+            return unavailable("The update could not be stored; send it again.")
         self.view.posted(task_id, status, update_id)
         log.info("referral_update_accepted", agency_id=agency.id, referral_task_id=task_id,
                  status=status, reason=reason, update_id=update_id)
@@ -564,11 +358,8 @@ class AgencyApi:
     async def staff_referrals(self, request: web.Request) -> web.Response:
         if (denied := self._staff(request)) is not None:
             return denied
-        status = request.query.get("status")
-        if status is not None and status not in REFERRAL_STATUSES:
-            return _bad(f"Unknown status; use one of {', '.join(sorted(REFERRAL_STATUSES))}.",
-                        "invalid_status")
-        if (err := self._not_ready()) is not None:
+        status, err = _status_query(request)
+        if err is not None or (err := self._not_ready()) is not None:
             return err
         manager, agency = request.query.get("manager"), request.query.get("agency")
         rows = [_staff_row(r) for r in sorted(self.view.all(),
@@ -581,22 +372,18 @@ class AgencyApi:
     async def post_consent(self, request: web.Request) -> web.Response:
         if (denied := self._staff(request)) is not None:
             return denied
-        body, err = await _json_body(request)
+        body, err = await read_json_body(request)
         if err is not None:
             return err
         parsed = _consent(body)
         if isinstance(parsed, str):
-            return _bad(parsed, "invalid_consent")
+            return bad(parsed, "invalid_consent")
         key, choice, source = parsed
         record = ConsentRecord(patient_key=key, referrals=choice, at=self.clock(),
                                source=source)
-        try:
-            await self.producer.send(CONFIG_CONSENT.name,
-                                     record.model_dump_json(exclude_none=True).encode(),
-                                     key=key.encode(), timeout=self.settings.ack_timeout_s)
-        except DurableWriteError:
+        if not await self._store(CONFIG_CONSENT.name, record, key):
             log.warning("consent_not_stored", referrals=choice)
-            return _unavailable("The consent could not be stored; send it again.")
+            return unavailable("The consent could not be stored; send it again.")
         log.info("consent_recorded", referrals=choice, source=source)
         return web.json_response({"referrals": choice, "at": record.at.isoformat()},
                                  status=202)
@@ -624,7 +411,7 @@ def _consent(body: Any) -> tuple[str, ConsentChoice, str | None] | str:
         return '"referrals" must be "opt-out" or "opt-in".'
     choice: ConsentChoice = "opt-out" if raw_choice == "opt-out" else "opt-in"
     source = body.get("source")
-    if source is not None and (not isinstance(source, str) or not _SOURCE.match(source)):
+    if source is not None and (not isinstance(source, str) or not CODE.match(source)):
         return '"source" must be a code (letters, digits, _.:-), not a name.'
     return patient_key(str(authority), str(mrn)), choice, source
 
@@ -674,14 +461,7 @@ def add_agency_routes(app: web.Application, api: AgencyApi, *, manage_view: bool
     app.router.add_get("/care/referrals", api.staff_referrals)
     app.router.add_post("/consent", api.post_consent)
     if manage_view:
-        async def _start(_: web.Application) -> None:
-            await api.view.start()
-
-        async def _stop(_: web.Application) -> None:
-            await api.view.stop()
-
-        app.on_startup.append(_start)
-        app.on_cleanup.append(_stop)
+        run_view_with(app, api.view)
 
 
 def default_agency_api(settings: Settings, producer: Sender) -> AgencyApi:

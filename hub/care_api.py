@@ -3,7 +3,7 @@ Kafka, and the open-work list.
 
 Both endpoints take the staff token (``Authorization: Bearer <staff token>``, its SHA-256
 in ``HUB_STAFF_API_TOKEN_SHA256``) and share the agency API's token-guessing throttle
-(:class:`hub.agency_api.AuthThrottle`: one budget of failures per client address, whichever
+(:class:`hub.api_common.AuthThrottle`: one budget of failures per client address, whichever
 endpoint it guesses at).
 
 * ``POST /care/tasks/{task_id}/status`` with ``{"status": "completed|attempted|cancelled|
@@ -46,25 +46,30 @@ care.assignments for each episode's team.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import hmac
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
-import orjson
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from hub.agency_api import MAX_BODY, AuthThrottle
-from hub.ingest.core import FHIR_CONTENT_TYPE, _operation_outcome
+from hub.api_common import (
+    CODE,
+    AuthThrottle,
+    TokenApi,
+    TopicView,
+    bad,
+    conflict,
+    not_found,
+    read_json_body,
+    run_view_with,
+    unavailable,
+)
 from hub.ingest.deadletter import Sender
-from hub.kafka import DurableWriteError, HubKafkaError, TopicTail
+from hub.kafka import Record
 from hub.logging import get_logger
 from hub.settings import Settings
 from schemas.canonical import derive_id
@@ -82,7 +87,7 @@ UPDATE_STATUSES: frozenset[str] = frozenset(
 OPEN_STATUSES: frozenset[str] = frozenset({"requested", "in-progress", "on-hold"})
 """As the episodes stage counts them (streams.care.state.OPEN_TASK_STATUSES)."""
 CLOSED_STATUSES: frozenset[str] = TASK_STATUSES - OPEN_STATUSES
-REASON = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+REASON = CODE
 """The same shape as the consent endpoint's ``source``: a code, never a sentence."""
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 DEFAULT_LIMIT, MAX_LIMIT = 500, 5000
@@ -138,25 +143,20 @@ class _Pending:
     at: float
 
 
-class TaskView:
-    """care.tasks (and the teams from care.assignments) in memory, for the staff API.
+class TaskView(TopicView):
+    """care.tasks (the latest record of each task) and each episode's team from
+    care.assignments in memory, for the staff API. Its pure parts are ``apply``,
+    ``apply_record`` and ``apply_assignment``."""
 
-    ``apply`` / ``apply_assignment`` are the pure parts (tests drive them directly); the
-    tail task feeds them from Kafka. ``ready`` turns true once both topics were read up
-    to their end once.
-    """
+    event_prefix = "task_view"
 
     def __init__(self, settings: Settings | None = None, *, poll_s: float = 0.5,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
-        self.poll_s = poll_s
+        super().__init__(settings, poll_s=poll_s, log=log)
         self.monotonic = monotonic
         self._by_id: dict[str, TaskRow] = {}
         self._teams: dict[str, str] = {}
         self._pending: dict[str, _Pending] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._ready = False
-        self.rejected = 0
 
     # --- pure parts
 
@@ -191,13 +191,6 @@ class TaskView:
         if encounter_key and team:
             self._teams[encounter_key] = team
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    def mark_ready(self) -> None:
-        self._ready = True
-
     def get(self, task_id: str) -> TaskRow | None:
         return self._by_id.get(task_id)
 
@@ -228,139 +221,39 @@ class TaskView:
 
     # --- tailing
 
-    async def start(self) -> None:
-        if self._task is None and self.settings is not None:
-            self._task = asyncio.create_task(self._run(), name="task-view")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            # Bounded: a broker that vanished must not hold an app's shutdown.
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(task, 15.0)
-
-    async def _run(self) -> None:
-        assert self.settings is not None
-        tasks = TopicTail(self.settings, CARE_TASKS.name)
-        assignments = TopicTail(self.settings, CARE_ASSIGNMENTS.name)
-        try:
-            while True:
-                try:
-                    await self._poll_once(tasks, assignments)
-                except HubKafkaError as exc:
-                    log.warning("task_view_read_failed", exc_type=type(exc).__name__)
-                    await tasks.stop()
-                    await assignments.stop()
-                    await asyncio.sleep(2.0)
-                except Exception as exc:  # the view must keep running whatever arrives
-                    log.error("task_view_failed", exc_type=type(exc).__name__)
-                    await asyncio.sleep(2.0)
-        finally:
-            await tasks.stop()
-            await assignments.stop()
-
-    async def _poll_once(self, tasks: TopicTail, assignments: TopicTail) -> None:
+    def _topics(self) -> Sequence[tuple[str, float, Callable[[Record], object]]]:
         # Assignments first: a task's team is then known by the time the task is listed.
-        for rec in await assignments.poll(timeout=0.05):
-            if not rec.value:
-                continue
-            try:
-                a = _AssignmentRecord.model_validate_json(rec.value)
-            except ValidationError:
-                self.rejected += 1
-                log.warning("task_view_record_rejected", topic=rec.topic,
-                            partition=rec.partition, offset=rec.offset)
-                continue
-            self.apply_assignment(a.encounter_key, a.team)
-        for rec in await tasks.poll(timeout=self.poll_s):
-            if not rec.value:
-                continue
-            try:
-                self.apply_record(rec.value, rec.partition)
-            except ValidationError:
-                self.rejected += 1
-                log.warning("task_view_record_rejected", topic=rec.topic,
-                            partition=rec.partition, offset=rec.offset)
-        if not self._ready and await tasks.caught_up() and await assignments.caught_up():
-            self._ready = True
-            log.info("task_view_ready", count=len(self._by_id))
+        return [(CARE_ASSIGNMENTS.name, 0.05, self._assignment_record),
+                (CARE_TASKS.name, self.poll_s, self._task_record)]
+
+    def _assignment_record(self, rec: Record) -> None:
+        a = _AssignmentRecord.model_validate_json(rec.value or b"")
+        self.apply_assignment(a.encounter_key, a.team)
+
+    def _task_record(self, rec: Record) -> None:
+        self.apply_record(rec.value or b"", rec.partition)
+
+    def _ready_fields(self) -> dict[str, Any]:
+        return {"count": len(self._by_id)}
 
 
-# ---------------------------------------------------------------------------- errors
-# The same answers as hub.agency_api's (kept in step by the tests of both modules).
-
-
-def _outcome(status: int, code: str, detail: str, issue_type: str,
-             headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(_operation_outcome(code, detail, issue_type=issue_type),
-                             status=status, headers=headers, content_type=FHIR_CONTENT_TYPE)
-
-
-def _unauthorized(error: str | None) -> web.Response:
-    challenge = 'Bearer realm="staff"' + (f', error="{error}"' if error else "")
-    return _outcome(401, "unauthorized", "A valid bearer token is required.", "login",
-                    {"WWW-Authenticate": challenge})
-
-
-def _unavailable(detail: str) -> web.Response:
-    return _outcome(503, "unavailable", detail, "transient", {"Retry-After": "5"})
-
-
-def _bad(detail: str, code: str, status: int = 400) -> web.Response:
-    return _outcome(status, code, detail, "invalid")
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 512:
-        return None
-    return token
-
-
-def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def _sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
-    if request.content_type not in ("application/json", "application/fhir+json"):
-        return None, _outcome(415, "unsupported_media_type",
-                              "Content-Type must be application/json.", "not-supported")
-    too_big = _outcome(413, "request_too_large", f"The body exceeds {MAX_BODY} bytes.",
-                       "too-costly")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return None, too_big
-    try:
-        raw = await request.content.read(MAX_BODY + 1)
-    except Exception:
-        return None, _bad("The body could not be read.", "invalid_request")
-    if len(raw) > MAX_BODY:
-        return None, too_big
-    try:
-        return orjson.loads(raw), None
-    except orjson.JSONDecodeError:
-        return None, _bad("The body is not valid JSON.", "invalid_json")
+# ------------------------------------------------------------------------- requests
 
 
 def _status_body(body: Any) -> tuple[str, str | None] | web.Response:
     """``(status, reason)`` from a parsed body, or the error answer (nothing echoed)."""
     if not isinstance(body, dict):
-        return _bad('The body must be a JSON object {"status": ..., "reason": ...}.',
-                    "invalid_request")
+        return bad('The body must be a JSON object {"status": ..., "reason": ...}.',
+                   "invalid_request")
     if set(body) - {"status", "reason"}:
-        return _bad('Allowed fields: "status" and "reason".', "unknown_field", 422)
+        return bad('Allowed fields: "status" and "reason".', "unknown_field", 422)
     status, reason = body.get("status"), body.get("reason")
     if not isinstance(status, str) or status not in UPDATE_STATUSES:
-        return _bad(f"status must be one of {', '.join(sorted(UPDATE_STATUSES))}.",
-                    "invalid_status", 422)
+        return bad(f"status must be one of {', '.join(sorted(UPDATE_STATUSES))}.",
+                   "invalid_status", 422)
     if reason is not None and (not isinstance(reason, str) or not REASON.match(reason)):
-        return _bad("reason must be a code matching ^[A-Za-z0-9_.:-]{1,64}$ (no free text).",
-                    "invalid_reason", 422)
+        return bad("reason must be a code matching ^[A-Za-z0-9_.:-]{1,64}$ (no free text).",
+                   "invalid_reason", 422)
     return status, reason
 
 
@@ -378,47 +271,15 @@ def update_id(task_id: str, status: str, reason: str | None, idempotency_key: st
 # ------------------------------------------------------------------------------- api
 
 
-class CareApi:
+class CareApi(TokenApi[TaskView]):
     """The routes' state: settings, the durable producer, the task view, the throttle."""
 
+    not_ready_detail = "The task view is still loading."
+
     def __init__(self, settings: Settings, producer: Sender, view: TaskView, *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 clock: Callable[[], datetime] | None = None,
                  throttle: AuthThrottle | None = None) -> None:
-        self.settings = settings
-        self.producer = producer
-        self.view = view
-        self.clock = clock
-        self.throttle = throttle or AuthThrottle(settings.api_auth_failures_max,
-                                                 settings.api_auth_window_s)
-
-    def _staff(self, request: web.Request) -> web.Response | None:
-        client = _client(request)
-        wait = self.throttle.retry_after(client)
-        if wait is not None:
-            self.throttle.refused += 1
-            return _outcome(429, "too_many_failed_authentications",
-                            "Too many requests with an invalid bearer token from this "
-                            "address; retry after the time in Retry-After.", "throttled",
-                            {"Retry-After": str(wait)})
-        token = _bearer(request)
-        if token is None:
-            return _unauthorized(None)
-        want = self.settings.staff_api_token_sha256
-        # Compared even when unset, so an unconfigured hub takes as long to say no.
-        if not hmac.compare_digest(_sha256(token).encode(), (want or "-" * 64).encode()) \
-                or want is None:
-            log.info("staff_token_refused", path=request.path)
-            if self.throttle.failed(client):
-                log.warning("api_auth_throttled", realm="staff", path=request.path,
-                            failures=self.throttle.max_failures,
-                            window_s=self.throttle.window_s)
-            return _unauthorized("invalid_token")
-        return None
-
-    def _not_ready(self) -> web.Response | None:
-        if not self.view.ready:
-            return _unavailable("The task view is still loading.")
-        return None
+        super().__init__(settings, producer, view, clock=clock, throttle=throttle, log=log)
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         if (denied := self._staff(request)) is not None:
@@ -426,19 +287,19 @@ class CareApi:
         q = request.query
         status = q.get("status")
         if status is not None and status not in TASK_STATUSES | {"open"}:
-            return _bad(f"Unknown status; use open or one of "
-                        f"{', '.join(sorted(TASK_STATUSES))}.", "invalid_status")
+            return bad(f"Unknown status; use open or one of "
+                       f"{', '.join(sorted(TASK_STATUSES))}.", "invalid_status")
         overdue_raw = q.get("overdue")
         if overdue_raw is not None and overdue_raw not in ("true", "false"):
-            return _bad("overdue must be true or false.", "invalid_overdue")
+            return bad("overdue must be true or false.", "invalid_overdue")
         overdue = None if overdue_raw is None else overdue_raw == "true"
         try:
             limit = int(q.get("limit", DEFAULT_LIMIT))
         except ValueError:
             limit = -1
         if not 1 <= limit <= MAX_LIMIT:
-            return _bad(f"limit must be a whole number from 1 to {MAX_LIMIT}.",
-                        "invalid_limit")
+            return bad(f"limit must be a whole number from 1 to {MAX_LIMIT}.",
+                       "invalid_limit")
         owner, team = q.get("owner"), q.get("team")
         if (err := self._not_ready()) is not None:
             return err
@@ -474,12 +335,12 @@ class CareApi:
             return err
         row = self.view.get(task_id)
         if row is None:
-            return _outcome(404, "not_found", "No such task.", "not-found")
+            return not_found("No such task.")
         key = request.headers.get("Idempotency-Key")
         if key is not None and not _IDEMPOTENCY_KEY.match(key):
-            return _bad("Idempotency-Key must be 1 to 255 printable ASCII characters "
-                        "without spaces.", "invalid_idempotency_key")
-        body, err = await _json_body(request)
+            return bad("Idempotency-Key must be 1 to 255 printable ASCII characters "
+                       "without spaces.", "invalid_idempotency_key")
+        body, err = await read_json_body(request)
         if err is not None:
             return err
         parsed = _status_body(body)
@@ -493,20 +354,14 @@ class CareApi:
             if status == current:
                 return web.json_response({"id": uid, "task_id": task_id, "status": status,
                                           "unchanged": True})
-            return _outcome(409, "task_closed",
-                            f"The task is {current}; a closed task stays closed.",
-                            "business-rule")
+            return conflict("task_closed",
+                            f"The task is {current}; a closed task stays closed.")
         update = TaskUpdate(id=uid, task_id=task_id, patient_key=row.patient_key,
                             status=status,  # type: ignore[arg-type]  # checked above
                             at=at, reason=reason)
-        try:
-            await self.producer.send(CARE_TASK_UPDATES.name,
-                                     update.model_dump_json(exclude_none=True).encode(),
-                                     key=row.patient_key.encode(),
-                                     timeout=self.settings.ack_timeout_s)
-        except DurableWriteError:
+        if not await self._store(CARE_TASK_UPDATES.name, update, row.patient_key):
             log.warning("task_update_not_stored", task_id=task_id, status=status)
-            return _unavailable("The update could not be stored; send it again.")
+            return unavailable("The update could not be stored; send it again.")
         self.view.posted(task_id, status)
         log.info("task_update_accepted", task_id=task_id, kind=row.kind, status=status,
                  update_id=uid)
@@ -525,14 +380,7 @@ def add_care_routes(app: web.Application, api: CareApi, *, manage_view: bool = T
     app.router.add_get("/care/tasks", api.list_tasks)
     app.router.add_post("/care/tasks/{task_id}/status", api.post_status)
     if manage_view:
-        async def _start(_: web.Application) -> None:
-            await api.view.start()
-
-        async def _stop(_: web.Application) -> None:
-            await api.view.stop()
-
-        app.on_startup.append(_start)
-        app.on_cleanup.append(_stop)
+        run_view_with(app, api.view)
 
 
 def default_care_api(settings: Settings, producer: Sender, *,

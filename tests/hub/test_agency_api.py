@@ -5,7 +5,7 @@ test_agency_api_e2e.py)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -15,7 +15,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from hub.agency_api import AgencyApi, ReferralView, add_agency_routes
-from hub.kafka import DurableWriteError
 from hub.settings import Settings
 from schemas.referrals import (
     AgencyPatient,
@@ -26,6 +25,8 @@ from schemas.referrals import (
     ReferralUpdate,
 )
 from streams.referrals.directory import parse_directory, token_sha256
+
+from .apiclient import RecordingProducer, call_json, is_outcome
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TOKEN_A, TOKEN_B, STAFF = "token-agency-a", "token-agency-b", "staff-token"
@@ -61,20 +62,6 @@ def referral(task_id: str, agency: str, *, status: str = "requested", version: i
 
 
 @dataclass
-class RecordingProducer:
-    sent: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
-    fail: bool = False
-
-    async def send(self, topic: str, value: bytes, *, key: bytes | None,
-                   headers: list[tuple[str, bytes]] | None = None, timeout: float
-                   ) -> tuple[int, int]:
-        if self.fail:
-            raise DurableWriteError("broker down")
-        self.sent.append((topic, value, key))
-        return 0, len(self.sent) - 1
-
-
-@dataclass
 class Harness:
     client: TestClient
     view: ReferralView
@@ -82,15 +69,7 @@ class Harness:
 
     async def call(self, method: str, path: str, token: str | None = None,
                    body: Any = None, **kw: Any) -> tuple[int, Any, Any]:
-        headers = dict(kw.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        data = orjson.dumps(body) if body is not None else kw.pop("data", None)
-        if body is not None:
-            headers.setdefault("Content-Type", "application/json")
-        resp = await self.client.request(method, path, headers=headers, data=data, **kw)
-        text = await resp.read()
-        return resp.status, orjson.loads(text) if text else None, resp.headers
+        return await call_json(self.client, method, path, token, body, **kw)
 
 
 @pytest.fixture
@@ -114,10 +93,6 @@ async def api() -> AsyncIterator[Harness]:
     await client.close()
 
 
-def _is_outcome(body: Any) -> bool:
-    return isinstance(body, dict) and body.get("resourceType") == "OperationOutcome"
-
-
 async def test_an_agency_lists_only_its_own_referrals(api: Harness) -> None:
     status, body, _ = await api.call("GET", "/agency/referrals", TOKEN_A)
     assert status == 200
@@ -134,7 +109,7 @@ async def test_an_agency_lists_only_its_own_referrals(api: Harness) -> None:
 
 async def test_an_unknown_status_filter_is_a_400(api: Harness) -> None:
     status, body, _ = await api.call("GET", "/agency/referrals?status=bogus", TOKEN_A)
-    assert status == 400 and _is_outcome(body)
+    assert status == 400 and is_outcome(body)
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [
@@ -146,7 +121,7 @@ async def test_no_token_or_an_unknown_token_is_401(api: Harness, method: str, pa
                                                    body: Any) -> None:
     for token, error in ((None, None), ("not-a-token", "invalid_token")):
         status, answer, headers = await api.call(method, path, token, body)
-        assert status == 401 and _is_outcome(answer)
+        assert status == 401 and is_outcome(answer)
         assert headers["WWW-Authenticate"].startswith("Bearer")
         assert (error in headers["WWW-Authenticate"]) if error else True
     status, _, _ = await api.call(method, path, body=body,
@@ -157,12 +132,12 @@ async def test_no_token_or_an_unknown_token_is_401(api: Harness, method: str, pa
 
 async def test_agency_b_cannot_read_or_update_agency_a(api: Harness) -> None:
     status, body, _ = await api.call("GET", "/agency/referrals/task-a1", TOKEN_B)
-    assert status == 404 and _is_outcome(body)
+    assert status == 404 and is_outcome(body)
     missing = await api.call("GET", "/agency/referrals/no-such-task", TOKEN_B)
     assert (missing[0], missing[1]) == (status, body), "another's = not existing"
     status, body, _ = await api.call("POST", "/agency/referrals/task-a1/status", TOKEN_B,
                                      {"status": "accepted"})
-    assert status == 404 and _is_outcome(body)
+    assert status == 404 and is_outcome(body)
     # Even an invalid body gets the 404 first: nothing about A's referral is revealed.
     status, _, _ = await api.call("POST", "/agency/referrals/task-a1/status", TOKEN_B,
                                   {"status": "nonsense"})
@@ -203,7 +178,7 @@ async def test_accept_produces_a_referral_update_keyed_by_patient(api: Harness) 
 async def test_invalid_transitions_are_409(api: Harness) -> None:
     status, body, _ = await api.call("POST", "/agency/referrals/task-a1/status", TOKEN_A,
                                      {"status": "completed"})
-    assert status == 409 and _is_outcome(body)
+    assert status == 409 and is_outcome(body)
     api.view.apply(referral("task-a1", "agency-a", status="completed", version=5))
     status, _, _ = await api.call("POST", "/agency/referrals/task-a1/status", TOKEN_A,
                                   {"status": "cancelled"})
@@ -222,7 +197,7 @@ async def test_invalid_transitions_are_409(api: Harness) -> None:
 async def test_bad_status_bodies_are_400(api: Harness, body: Any) -> None:
     status, answer, _ = await api.call("POST", "/agency/referrals/task-a1/status", TOKEN_A,
                                        body)
-    assert status == 400 and _is_outcome(answer)
+    assert status == 400 and is_outcome(answer)
     assert api.producer.sent == []
 
 
@@ -231,7 +206,7 @@ async def test_reject_with_a_reason_code_and_kafka_failure_is_503(api: Harness) 
     status, body, headers = await api.call("POST", "/agency/referrals/task-a1/status",
                                            TOKEN_A, {"status": "rejected",
                                                      "reason": "no_capacity"})
-    assert status == 503 and headers["Retry-After"] and _is_outcome(body)
+    assert status == 503 and headers["Retry-After"] and is_outcome(body)
     api.producer.fail = False
     status, body, _ = await api.call("POST", "/agency/referrals/task-a1/status", TOKEN_A,
                                      {"status": "rejected", "reason": "no_capacity"})
@@ -318,7 +293,7 @@ async def test_consent_opt_out_and_fhir_consent(api: Harness) -> None:
 ])
 async def test_bad_consent_bodies_are_400(api: Harness, body: Any) -> None:
     status, answer, _ = await api.call("POST", "/consent", STAFF, body)
-    assert status == 400 and _is_outcome(answer)
+    assert status == 400 and is_outcome(answer)
     assert api.producer.sent == []
 
 

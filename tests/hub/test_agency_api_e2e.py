@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from schemas.referrals import (
 )
 from streams.referrals.directory import token_sha256
 
+from .apiclient import eventually, live_call
 from .hubproc import HubProcess, hub_process, wait_ready
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -64,24 +62,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 async def _call(http: aiohttp.ClientSession, hub: HubProcess, method: str, path: str,
                 token: str | None = None, body: Any = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    data = orjson.dumps(body) if body is not None else None
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    async with http.request(method, f"{hub.http}{path}", headers=headers, data=data) as r:
-        raw = await r.read()
-        return r.status, orjson.loads(raw) if raw else None
-
-
-async def _eventually(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+    return await live_call(http, hub.http, method, path, token, body)
 
 
 def _referral(status: str = "requested", version: int = 1) -> ReferralOutput:
@@ -109,7 +90,7 @@ async def test_agency_api_status_round_trip(kafka_bootstrap: str, kafka_idempote
                 status, body = await _call(http, hub, "GET", "/agency/referrals", TOKEN_A)
                 return body["referrals"] if status == 200 and body["referrals"] else None
 
-            [row] = await _eventually(listed, 60, "the referral in the agency's list")
+            [row] = await eventually(listed, 60, "the referral in the agency's list")
             assert row["id"] == "e2e-task-1" and row["status"] == "requested"
             assert "E2E-MRN-5511" not in orjson.dumps(row).decode()
             # Agency B and no token: refused everywhere.
@@ -160,7 +141,7 @@ async def test_closed_loop_with_the_referrals_stage(kafka_bootstrap: str,
                 status, body = await _call(http, hub, "GET", "/agency/referrals", TOKEN_A)
                 return body["referrals"] if status == 200 and body["referrals"] else None
 
-            [row] = await _eventually(listed, 90, "the referral from the HL7 discharge")
+            [row] = await eventually(listed, 90, "the referral from the HL7 discharge")
             assert row["need"] == "housing" and row["status"] == "requested"
             task = row["id"]
             for step in ("accepted", "completed"):
@@ -175,7 +156,7 @@ async def test_closed_loop_with_the_referrals_stage(kafka_bootstrap: str,
                         if status == 200 else []
                     return rows if rows and rows[0]["status"] == step else None
 
-                [staff_row] = await _eventually(shown, 60, f"the staff view showing {step}")
+                [staff_row] = await eventually(shown, 60, f"the staff view showing {step}")
             assert staff_row["accepted_at"] and staff_row["completed_at"]
             assert staff_row["time_to_accept_s"] is not None
             assert staff_row["time_to_complete_s"] is not None

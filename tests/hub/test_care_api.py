@@ -29,7 +29,7 @@ from hub.settings import Settings
 from schemas.care import AssignmentOutput, TaskOutput, TaskUpdate
 from streams.referrals.directory import token_sha256
 
-from .test_agency_api import RecordingProducer
+from .apiclient import RecordingProducer, call_json, is_outcome
 
 STAFF = "staff-token"
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=UTC)
@@ -63,15 +63,7 @@ class Harness:
 
     async def call(self, method: str, path: str, token: str | None = STAFF,
                    body: Any = None, **kw: Any) -> tuple[int, Any, Any]:
-        headers = dict(kw.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        data = orjson.dumps(body) if body is not None else kw.pop("data", None)
-        if body is not None:
-            headers.setdefault("Content-Type", "application/json")
-        resp = await self.client.request(method, path, headers=headers, data=data, **kw)
-        text = await resp.read()
-        return resp.status, orjson.loads(text) if text else None, resp.headers
+        return await call_json(self.client, method, path, token, body, **kw)
 
     def sent(self) -> list[TaskUpdate]:
         return [TaskUpdate.model_validate_json(v) for _, v, _ in self.producer.sent]
@@ -104,10 +96,6 @@ async def api() -> AsyncIterator[Harness]:
     await client.start_server()
     yield Harness(client, view, producer, clock)
     await client.close()
-
-
-def _is_outcome(body: Any) -> bool:
-    return isinstance(body, dict) and body.get("resourceType") == "OperationOutcome"
 
 
 def _no_phi(body: Any) -> None:
@@ -157,7 +145,7 @@ async def test_staff_list_filters(api: Harness, query: str, ids: list[str]) -> N
                                    "limit=100000"])
 async def test_bad_list_filters_are_400(api: Harness, query: str) -> None:
     status, body, _ = await api.call("GET", f"/care/tasks?{query}")
-    assert status == 400 and _is_outcome(body)
+    assert status == 400 and is_outcome(body)
 
 
 # ------------------------------------------------------------------- auth, 404, 503
@@ -171,7 +159,7 @@ async def test_no_token_or_a_wrong_token_is_401(api: Harness, method: str, path:
                                                 body: Any) -> None:
     for token, error in ((None, None), ("not-the-staff-token", "invalid_token")):
         status, answer, headers = await api.call(method, path, token, body)
-        assert status == 401 and _is_outcome(answer)
+        assert status == 401 and is_outcome(answer)
         assert headers["WWW-Authenticate"].startswith("Bearer")
         assert (error in headers["WWW-Authenticate"]) if error else True
     status, _, _ = await api.call(method, path, None, body,
@@ -185,7 +173,7 @@ async def test_bad_tokens_are_throttled(api: Harness) -> None:
         status, _, _ = await api.call("GET", "/care/tasks", "guess")
         assert status == 401
     status, body, headers = await api.call("GET", "/care/tasks")  # even the right token
-    assert status == 429 and _is_outcome(body) and int(headers["Retry-After"]) > 0
+    assert status == 429 and is_outcome(body) and int(headers["Retry-After"]) > 0
     status, _, _ = await api.call("POST", "/care/tasks/t-contact/status",
                                   body={"status": "completed"})
     assert status == 429
@@ -205,7 +193,7 @@ async def test_an_unknown_task_is_404_before_its_body_is_looked_at(api: Harness)
     for body in ({"status": "completed"}, {"status": "nonsense"}):
         status, answer, _ = await api.call("POST", "/care/tasks/no-such-task/status",
                                            body=body)
-        assert status == 404 and _is_outcome(answer)
+        assert status == 404 and is_outcome(answer)
     assert api.producer.sent == []
 
 
@@ -279,7 +267,7 @@ def test_update_ids_are_deterministic() -> None:
 async def test_a_closed_task_stays_closed(api: Harness) -> None:
     path = "/care/tasks/t-done/status"
     status, body, _ = await api.call("POST", path, body={"status": "cancelled"})
-    assert status == 409 and _is_outcome(body)
+    assert status == 409 and is_outcome(body)
     status, body, _ = await api.call("POST", path, body={"status": "completed"})
     assert status == 200 and body["unchanged"] is True
     assert api.producer.sent == []
@@ -312,7 +300,7 @@ async def test_a_second_post_is_checked_against_the_status_just_posted(api: Harn
 ])
 async def test_bad_bodies_get_an_operation_outcome(api: Harness, body: Any, want: int) -> None:
     status, answer, _ = await api.call("POST", "/care/tasks/t-contact/status", body=body)
-    assert status == want and _is_outcome(answer)
+    assert status == want and is_outcome(answer)
     _no_phi(answer)
     assert "feels fine" not in orjson.dumps(answer).decode()  # nothing echoed
     assert api.producer.sent == []
@@ -329,18 +317,18 @@ async def test_unreadable_or_mistyped_bodies(api: Harness) -> None:
     path = "/care/tasks/t-contact/status"
     status, body, _ = await api.call("POST", path, data=b"{not json",
                                      headers={"Content-Type": "application/json"})
-    assert status == 400 and _is_outcome(body)
+    assert status == 400 and is_outcome(body)
     status, body, _ = await api.call("POST", path, data=b"status=completed",
                                      headers={"Content-Type":
                                               "application/x-www-form-urlencoded"})
-    assert status == 415 and _is_outcome(body)
+    assert status == 415 and is_outcome(body)
     status, body, _ = await api.call("POST", path, data=b"{" + b" " * 20000 + b"}",
                                      headers={"Content-Type": "application/json"})
-    assert status == 413 and _is_outcome(body)
+    assert status == 413 and is_outcome(body)
     for bad_key in ("has space", "x" * 256, "caf\u00e9"):
         status, body, _ = await api.call("POST", path, body={"status": "completed"},
                                          headers={"Idempotency-Key": bad_key})
-        assert status == 400 and _is_outcome(body)
+        assert status == 400 and is_outcome(body)
     assert api.producer.sent == []
 
 
@@ -348,7 +336,7 @@ async def test_kafka_not_taking_the_update_is_503(api: Harness) -> None:
     api.producer.fail = True
     status, body, headers = await api.call("POST", "/care/tasks/t-contact/status",
                                            body={"status": "completed"})
-    assert status == 503 and headers["Retry-After"] and _is_outcome(body)
+    assert status == 503 and headers["Retry-After"] and is_outcome(body)
     api.producer.fail = False
     # Not remembered as posted: the retry goes out.
     status, _, _ = await api.call("POST", "/care/tasks/t-contact/status",

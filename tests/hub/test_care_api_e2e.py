@@ -8,9 +8,6 @@ care.tasks, the episode closes and its caseload is released (care.assignments).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from hub.mllp_client import MllpClient
 from schemas.care import AssignmentOutput, TaskOutput, TaskUpdate
 from streams.referrals.directory import token_sha256
 
+from .apiclient import eventually, live_call
 from .hubproc import HubProcess, hub_process, wait_ready
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -55,24 +53,7 @@ def _adt(trigger: str, control: str, at: datetime, admitted: datetime,
 
 async def _call(http: aiohttp.ClientSession, hub: HubProcess, method: str, path: str,
                 body: Any = None, token: str | None = STAFF) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    data = orjson.dumps(body) if body is not None else None
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    async with http.request(method, f"{hub.http}{path}", headers=headers, data=data) as r:
-        raw = await r.read()
-        return r.status, orjson.loads(raw) if raw else None
-
-
-async def _eventually(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+    return await live_call(http, hub.http, method, path, token, body)
 
 
 async def test_tasks_completed_over_http_close_the_episode(kafka_bootstrap: str,
@@ -97,7 +78,7 @@ async def test_tasks_completed_over_http_close_the_episode(kafka_bootstrap: str,
                 # Contact, visit, med rec and PCP notification all published.
                 return body["tasks"] if status == 200 and len(body["tasks"]) >= 4 else None
 
-            tasks = await _eventually(open_tasks, 90, "the discharge's follow-up tasks")
+            tasks = await eventually(open_tasks, 90, "the discharge's follow-up tasks")
             assert {t["kind"] for t in tasks} >= {"contact", "visit", "med_rec"}
             assert all(t["team"] for t in tasks), tasks
             listed = orjson.dumps(tasks).decode()
@@ -119,7 +100,7 @@ async def test_tasks_completed_over_http_close_the_episode(kafka_bootstrap: str,
                 done = {r["task_id"] for r in body["tasks"]} if status == 200 else set()
                 return done >= set(ids)
 
-            await _eventually(all_completed, 60, "every task completed in the staff list")
+            await eventually(all_completed, 60, "every task completed in the staff list")
             # The same POST again: the task is closed, nothing more is sent.
             first = next(iter(ids))
             status, body = await _call(http, hub, "POST", f"/care/tasks/{first}/status",
@@ -144,7 +125,7 @@ async def test_tasks_completed_over_http_close_the_episode(kafka_bootstrap: str,
             return [a for a in rows if a.encounter_key == EPISODE
                     and a.status == "released"]
 
-        [release] = await _eventually(released, 60, "the caseload release")
+        [release] = await eventually(released, 60, "the caseload release")
         assert release.reason == "episode_closed"
         log = hub.log_text()
         assert "task_update_accepted" in log

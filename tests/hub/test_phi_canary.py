@@ -27,6 +27,7 @@ import pytest
 from hub.kafka import DurableProducer, read_topic
 from hub.mllp_client import MllpClient
 from mappers.mllp import encode_frame
+from schemas.canonical import patient_key
 from streams.referrals.directory import token_sha256
 
 from .hubproc import HubProcess, hub_process, wait_ready
@@ -221,6 +222,53 @@ async def _drive_referrals(hub: HubProcess, answers: list[bytes],
             answers.append(await r.read())
 
 
+async def _drive_tasks(hub: HubProcess, answers: list[bytes]) -> None:
+    """The staff task API after the canary's discharge (CANR2, disposition home -> TCM
+    tasks): the open-work list, a completion for one of the canary's tasks, and a status
+    with a reason carrying the canary's name (422, not echoed)."""
+    key = patient_key("GENHOSP", MRN)
+    deadline = time.monotonic() + 90
+    ids: set[str] = set()
+    while time.monotonic() < deadline and not ids:
+        # care.tasks is PHI by design; only the canary's task ids are taken from it.
+        for rec in await read_topic(hub.settings, hub.settings.topic("care.tasks"),
+                                    timeout=5, min_records=1):
+            task = orjson.loads(rec.value or b"{}")
+            if task.get("type") == "task" and task.get("patient_key") == key:
+                ids.add(task["task_id"])
+        if not ids:
+            await asyncio.sleep(0.5)
+    assert ids, "the canary's discharge made no follow-up tasks"
+    staff = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+    async with aiohttp.ClientSession(base_url=hub.http) as http:
+        deadline = time.monotonic() + 60
+        mine: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not mine:
+            async with http.get("/care/tasks?status=open", headers=staff) as r:
+                if r.status == 200:
+                    body = await r.read()
+                    mine = [t for t in orjson.loads(body)["tasks"] if t["task_id"] in ids]
+                    answers.append(body)  # ids, kinds, owners, teams, due times only
+            if not mine:
+                await asyncio.sleep(0.5)
+        assert mine, "the canary's open tasks never reached the staff task list"
+        task_id = mine[0]["task_id"]
+        async with http.post(f"/care/tasks/{task_id}/status", headers=staff,
+                             json={"status": "completed",
+                                   "reason": f"{FAMILY} at {STREET}"}) as r:
+            assert r.status == 422, await r.text()
+            body = await r.read()
+            assert FAMILY.encode() not in body
+            answers.append(body)
+        async with http.post(f"/care/tasks/{task_id}/status", headers=staff,
+                             json={"status": "completed", "reason": "reached_by_phone"}) as r:
+            assert r.status == 202, await r.text()
+            answers.append(await r.read())
+        async with http.get("/care/tasks", headers=staff) as r:
+            assert r.status == 200, await r.text()
+            answers.append(await r.read())
+
+
 async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
                                                     kafka_idempotent: bool,
                                                     tmp_path: Path) -> None:
@@ -233,6 +281,7 @@ async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
         by_design: list[bytes] = []
         await _drive(hub, answers)
         await _drive_referrals(hub, answers, by_design)
+        await _drive_tasks(hub, answers)
 
         # Positive controls: the canary did flow (else a clean result would mean nothing).
         events = await _wait_for(hub, "care.events", 5)
@@ -268,6 +317,7 @@ async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
     assert '"event": "ack_sent"' in log and '"event": "frame_rejected"' in log
     assert '"event": "record_dead_lettered"' in log and '"event": "duplicate_dropped"' in log
     assert '"event": "referral_update_accepted"' in log and '"event": "consent_recorded"' in log
+    assert '"event": "task_update_accepted"' in log
     for name, text in [("log", log), ("metrics", metrics), ("dashboard", dashboard),
                        ("ready", ready)]:
         assert not leaks(text), f"PHI canary in the {name}: {leaks(text)}"
