@@ -144,6 +144,8 @@ class AuthThrottle:
         self._failures: dict[str, deque[float]] = {}
         self.refused = 0
         """Requests answered 429 (for metrics)."""
+        self.failed_total = 0
+        """Bad tokens counted (for metrics)."""
 
     def _recent(self, client: str, now: float) -> deque[float] | None:
         q = self._failures.get(client)
@@ -173,8 +175,13 @@ class AuthThrottle:
                 # Bounded memory under a spray from many addresses: forget the oldest.
                 del self._failures[next(iter(self._failures))]
             q = self._failures[client] = deque()
+        self.failed_total += 1
         q.append(now)
         return len(q) == self.max_failures
+
+    def figures(self) -> dict[str, Any]:
+        """For /metrics (a :class:`hub.metrics.FiguresProvider`): counts only."""
+        return {"api_auth": {"failed": self.failed_total, "throttled": self.refused}}
 
 
 class TokenGate:

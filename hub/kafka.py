@@ -672,8 +672,9 @@ class TopicTail:
     """Follow a topic from the beginning, without a consumer group (every process that
     keeps a view sees every record). ``poll`` returns what arrived since the last call.
 
-    For in-memory views (the agency API's referral view); a topic that does not exist
-    yet is looked for again on every poll. Errors are :class:`KafkaUnavailableError`.
+    For in-memory views (hub.api_common.TopicView: the referral and task views); a
+    topic that does not exist yet is looked for again on every poll. Errors are
+    :class:`KafkaUnavailableError`.
     """
 
     def __init__(self, settings: Settings, topic: str) -> None:

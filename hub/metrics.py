@@ -134,6 +134,11 @@ METRICS: dict[str, MetricSpec] = {
     "hub_referrals": MetricSpec(
         "gauge", "Referrals currently in each status (requested, accepted, ...).",
         ("status",)),
+    "hub_api_auth_failures_total": MetricSpec(
+        "counter", "Bad bearer tokens presented to the agency and staff APIs.", ()),
+    "hub_api_auth_throttled_total": MetricSpec(
+        "counter", "Agency/staff API requests refused 429 after too many bad tokens from "
+        "one client address.", ()),
 }
 
 
@@ -186,9 +191,11 @@ class FiguresProvider(Protocol):
           "webhook_deliveries": {"<agency>": {"<outcome>": int}},  # cumulative; outcomes
                                           # delivered, failed, retried, exhausted
           "referrals": {"<status>": int},  # gauge: referrals now in each status
+          "api_auth": {"failed": int, "throttled": int},  # cumulative: bad bearer
+                                          # tokens, and requests refused 429 for them
           "recent_escalations": [         # newest first, at most 20; dashboard only
             {"at": "<ISO-8601>", "team": str, "reason": "<code>",
-             "kind": "unassigned" | "overdue_task"},
+             "kind": "unassigned" | "overdue_task" | "no_agency", "task_kind": str},
           ],
         }
 
@@ -509,6 +516,11 @@ class _HubCollector(Collector):
                      (safe_label(agency), safe_label(outcome)), n)
         for status, n in (figs.get("referrals") or {}).items():
             _add(fam["hub_referrals"], (safe_label(status),), n)
+        auth = figs.get("api_auth") or {}
+        if "failed" in auth:
+            _add(fam["hub_api_auth_failures_total"], (), auth["failed"])
+        if "throttled" in auth:
+            _add(fam["hub_api_auth_throttled_total"], (), auth["throttled"])
         latency = figs.get("end_to_end_latency_s") or {}
         if "buckets" in latency:
             latency = {"pipeline": latency}

@@ -142,6 +142,8 @@ def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
 
     add_care_routes(app, care or default_care_api(settings, ingestor.producer,
                                                   throttle=agency.throttle))
+    if ops is not None:
+        ops.metrics.add_provider(agency.throttle)
     return app
 
 

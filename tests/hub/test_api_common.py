@@ -45,3 +45,19 @@ async def test_stop_is_prompt_when_a_cancel_is_swallowed() -> None:
     await view.stop()
     # Not STOP_WAIT_S (15 s): the loop sees cancelling() and ends after one more poll.
     assert time.monotonic() - started < 2.0
+
+
+def test_throttle_figures_reach_metrics() -> None:
+    from hub.api_common import AuthThrottle
+    from hub.metrics import HubMetrics
+
+    now = [0.0]
+    throttle = AuthThrottle(2, 60.0, clock=lambda: now[0])
+    metrics = HubMetrics(Settings())
+    metrics.add_provider(throttle)
+    assert throttle.failed("10.0.0.1") is False
+    assert throttle.failed("10.0.0.1") is True
+    throttle.refused += 1  # the gate counts the 429 it answers
+    text = metrics.render().decode()
+    assert "hub_api_auth_failures_total 2.0" in text
+    assert "hub_api_auth_throttled_total 1.0" in text

@@ -230,6 +230,9 @@ def test_every_declared_family_is_rendered_or_absent_by_design() -> None:
     m = HubMetrics(Settings(feed_silence={"G": {"default_s": 5}}))
     m.add_provider(CountersFigures(Counters()))
     m.add_provider(CareFigures())
+    from hub.api_common import AuthThrottle
+
+    m.add_provider(AuthThrottle(3, 60.0))  # the agency/staff APIs' token throttle
     m.set_consumer_lag({("t", 0): 1})
     m.ready = True
     handled(m, feed="G")
