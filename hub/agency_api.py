@@ -59,6 +59,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from hub.agencies import load_directory_file
 from hub.api_common import (
     CODE,
     AuthThrottle,
@@ -88,7 +89,8 @@ from schemas.referrals import (
     ReferralUpdate,
 )
 from schemas.topics import CARE_REFERRALS, CONFIG_AGENCIES, CONFIG_CONSENT, REFERRALS_UPDATES
-from streams.referrals.directory import Agency, Directory, DirectoryError, parse_directory
+from streams.referrals.directory import Agency, Directory, DirectoryError
+from streams.referrals.engine import TRANSITIONS
 
 __all__ = ["AGENCY_API_KEY", "AgencyApi", "AuthThrottle", "DirectorySource", "ReferralView",
            "add_agency_routes"]
@@ -100,16 +102,6 @@ AGENCY_STATUSES: frozenset[str] = frozenset(get_args(AgencyStatus))
 REASON = re.compile(r"^[a-z0-9_.-]{1,64}$")
 AUTHORITY_URN_PREFIX = "urn:care-hub:authority:"
 
-try:  # the referral engine's transition table is the one source of truth when present
-    from streams.referrals.engine import TRANSITIONS as _TRANSITIONS
-except ImportError:  # pragma: no cover - the engine is built alongside this module
-    _TRANSITIONS = {
-        "requested": frozenset({"accepted", "rejected", "in-progress", "cancelled"}),
-        "accepted": frozenset({"in-progress", "completed", "cancelled"}),
-        "in-progress": frozenset({"completed", "cancelled"}),
-        "on-hold": frozenset({"in-progress", "completed", "cancelled"}),
-    }
-TRANSITIONS: dict[str, frozenset[str]] = dict(_TRANSITIONS)
 
 
 class DirectorySource(Protocol):
@@ -143,7 +135,7 @@ class ReferralView(TopicView):
         self._directory_raw: bytes | None = None
         if directory_file is not None:
             try:
-                self._directory = parse_directory(directory_file.read_text(encoding="utf-8"))
+                self._directory = load_directory_file(directory_file)
             except (OSError, DirectoryError) as exc:
                 log.error("agency_directory_file_rejected", exc_type=type(exc).__name__)
 

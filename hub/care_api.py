@@ -75,6 +75,7 @@ from hub.settings import Settings
 from schemas.canonical import derive_id
 from schemas.care import TaskKind, TaskStatus, TaskUpdate
 from schemas.topics import CARE_ASSIGNMENTS, CARE_TASK_UPDATES, CARE_TASKS
+from streams.care.state import OPEN_TASK_STATUSES
 
 __all__ = ["CARE_API_KEY", "CareApi", "TaskRow", "TaskView", "add_care_routes",
            "default_care_api"]
@@ -84,8 +85,8 @@ log = get_logger("hub.care_api")
 TASK_STATUSES: frozenset[str] = frozenset(get_args(TaskStatus))
 UPDATE_STATUSES: frozenset[str] = frozenset(
     get_args(TaskUpdate.model_fields["status"].annotation))
-OPEN_STATUSES: frozenset[str] = frozenset({"requested", "in-progress", "on-hold"})
-"""As the episodes stage counts them (streams.care.state.OPEN_TASK_STATUSES)."""
+OPEN_STATUSES: frozenset[str] = OPEN_TASK_STATUSES
+"""As the episodes stage counts them."""
 CLOSED_STATUSES: frozenset[str] = TASK_STATUSES - OPEN_STATUSES
 REASON = CODE
 """The same shape as the consent endpoint's ``source``: a code, never a sentence."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -34,15 +36,10 @@ def cmd_run(args: argparse.Namespace, roles: set[str]) -> int:
     if getattr(args, "demo", False):
         # The demo plays the case manager over the staff API: a random token for this run
         # only (its hash in the settings), unless one is configured.
-        import hashlib
-        import secrets
-
-        staff_token = secrets.token_urlsafe(24)
         if os.environ.get("HUB_STAFF_API_TOKEN_SHA256") is None:
+            staff_token = secrets.token_urlsafe(24)
             overrides["staff_api_token_sha256"] = hashlib.sha256(
                 staff_token.encode()).hexdigest()
-        else:
-            staff_token = None
         from hub.demo import demo_overrides
 
         overrides = {**demo_overrides(os.environ), **overrides}

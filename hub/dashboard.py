@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from hub.metrics import HubMetrics
+from hub.metrics import HubMetrics, latency_by_stage
 from schemas.topics import (
     CARE_ASSIGNMENT_REQUESTS,
     CARE_ASSIGNMENTS,
@@ -207,13 +207,3 @@ def _webhooks(raw: Any) -> list[dict[str, Any]] | None:
             row[outcome] = int((outcomes or {}).get(outcome, 0))
         rows.append(row)
     return rows
-
-
-def latency_by_stage(raw: Any) -> dict[str, Mapping[str, Any]]:
-    """The provider's ``end_to_end_latency_s``: ``{stage: histogram}``, or one
-    histogram for the whole pipeline (the earlier shape, named ``pipeline``)."""
-    if not isinstance(raw, Mapping) or not raw:
-        return {}
-    if "buckets" in raw:
-        return {"pipeline": raw}
-    return {str(k): v for k, v in raw.items() if isinstance(v, Mapping)}

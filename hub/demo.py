@@ -43,6 +43,11 @@ DEMO_FEED_SILENCE = {FeedConfig.facility: {"default_s": 30.0}}
 DEMO_TICK_INTERVAL_S = 5.0
 
 
+# The summary's output topics, in the order shown.
+_OUTPUT_TOPICS = (CARE_FLAGS, CARE_ASSIGNMENTS, CARE_TASKS, CARE_ESCALATIONS,
+                  CARE_NOTIFICATIONS, CARE_REFERRALS)
+
+
 def demo_overrides(environ: Mapping[str, str]) -> dict[str, object]:
     """Settings the demo sets unless the environment already does: a silence rule for
     its feed and a faster care timer. Production never gets them (only ``--demo``)."""
@@ -113,10 +118,9 @@ async def replay_and_summarise(settings: Settings, ingest_role: Any, *, exit_aft
     for code, n in sorted(codes.items()):
         table.add_row(f"  {code}", str(n))
     outputs = await _settled_outputs(settings)
-    for topic in (CARE_FLAGS, CARE_ASSIGNMENTS, CARE_TASKS, CARE_ESCALATIONS,
-                  CARE_NOTIFICATIONS, CARE_REFERRALS):
-        values = [orjson.loads(r.value or b"{}") for r in outputs[topic.name]]
-        table.add_row(f"{topic.name}", str(len(values)))
+    for name, records in outputs.items():
+        values = [orjson.loads(r.value or b"{}") for r in records]
+        table.add_row(name, str(len(values)))
         detail: Counter[str] = Counter(
             str(v.get("risk_level") or v.get("reason") or v.get("kind") or v.get("event_code")
                 or (f"{v.get('need')} -> {v.get('agency_id')}" if v.get("need") else None))
@@ -157,17 +161,15 @@ async def _settled_outputs(settings: Settings, *, quiet_s: float = 3.0,
     not a snapshot of work in flight."""
     from hub.kafka import read_topic
 
-    topics = (CARE_FLAGS, CARE_ASSIGNMENTS, CARE_TASKS, CARE_ESCALATIONS, CARE_NOTIFICATIONS,
-              CARE_REFERRALS)
     deadline = time.monotonic() + limit_s
     last: tuple[int, ...] = ()
     still_since = time.monotonic()
     out: dict[str, list[Any]] = {}
     while True:
-        for topic in topics:
+        for topic in _OUTPUT_TOPICS:
             out[topic.name] = await read_topic(settings, settings.topic(topic.name),
                                                timeout=1)
-        counts = tuple(len(out[t.name]) for t in topics)
+        counts = tuple(len(records) for records in out.values())
         now = time.monotonic()
         if counts != last:
             last, still_since = counts, now

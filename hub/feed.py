@@ -64,6 +64,36 @@ def _msg(cfg: FeedConfig, trigger: str, control: str, at: datetime, pid: str,
     return ("\r".join(segs) + "\r").encode()
 
 
+def _pid(rnd: random.Random, mrn: str, facility: str) -> str:
+    """An invented patient (draws from ``rnd`` in a fixed order: the feeds' bytes depend
+    on it). PID-11.9 county: the sample directory's county-wide agencies match by it."""
+    family, given = rnd.choice(FAMILY), rnd.choice(GIVEN)
+    birth = f"19{rnd.randint(30, 90)}{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}"
+    sex = rnd.choice("MF")
+    return (f"PID|1||{mrn}^^^{facility}^MR||{family}^{given}^Q||{birth}|{sex}|||"
+            f"{rnd.randint(10, 999)} MAIN ST^^SPRINGFIELD^MA^0110{rnd.randint(3, 9)}"
+            f"^^^^HAMPDEN||^PRN^PH^^1^413^555{rnd.randint(1000, 9999)}||"
+            f"{rnd.choice(['en', 'es'])}")
+
+
+def _pv1(facility: str, room: int, emergent: bool, cls: str, unit: str, visit: str,
+         admit: datetime, discharge: datetime | None = None, disposition: str = "",
+         prior: str = "") -> str:
+    fields = [""] * 46
+    fields[0], fields[1], fields[2] = "PV1", "1", cls
+    fields[3] = f"{unit}^{room}^A^{facility}"
+    fields[4] = "E" if emergent else "R"
+    fields[6] = prior
+    fields[7] = "1122334455^HOUSE^GREGORY^^^DR"
+    fields[10] = "MED"
+    fields[14] = "7" if emergent else "1"
+    fields[19] = visit
+    fields[36] = disposition
+    fields[44] = _ts(admit)
+    fields[45] = _ts(discharge) if discharge else ""
+    return "|".join(fields).rstrip("|")
+
+
 def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
     """Yield raw HL7 v2.5.1 messages (CR-separated, unframed) in time order."""
     rnd = random.Random(cfg.seed)
@@ -71,14 +101,7 @@ def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
     control = 1000
     for n in range(cfg.patients):
         mrn = f"MRN{100000 + n}"
-        family, given = rnd.choice(FAMILY), rnd.choice(GIVEN)
-        birth = f"19{rnd.randint(30, 90)}{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}"
-        sex = rnd.choice("MF")
-        # PID-11.9 county: the sample directory's county-wide agencies match by it.
-        pid = (f"PID|1||{mrn}^^^{cfg.facility}^MR||{family}^{given}^Q||{birth}|{sex}|||"
-               f"{rnd.randint(10, 999)} MAIN ST^^SPRINGFIELD^MA^0110{rnd.randint(3, 9)}"
-               f"^^^^HAMPDEN||^PRN^PH^^1^413^555{rnd.randint(1000, 9999)}||"
-               f"{rnd.choice(['en', 'es'])}")
+        pid = _pid(rnd, mrn, cfg.facility)
         t = cfg.start + timedelta(hours=rnd.randint(0, 72), minutes=rnd.randint(0, 59))
         visit = f"V{200000 + n}"
         unit = rnd.choice(UNITS)
@@ -93,21 +116,8 @@ def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
         def pv1(cls: str, at_unit: str, admit: datetime, discharge: datetime | None = None,
                 disposition: str = "", prior: str = "", *, _visit: str = visit,
                 _emergent: bool = emergent, _room: int = room) -> str:
-            fields = [""] * 46
-            fields[0] = "PV1"
-            fields[1] = "1"
-            fields[2] = cls
-            fields[3] = f"{at_unit}^{_room}^A^{cfg.facility}"
-            fields[4] = "E" if _emergent else "R"
-            fields[6] = prior
-            fields[7] = "1122334455^HOUSE^GREGORY^^^DR"
-            fields[10] = "MED"
-            fields[14] = "7" if _emergent else "1"
-            fields[19] = _visit
-            fields[36] = disposition
-            fields[44] = _ts(admit)
-            fields[45] = _ts(discharge) if discharge else ""
-            return "|".join(fields).rstrip("|")
+            return _pv1(cfg.facility, _room, _emergent, cls, at_unit, _visit, admit,
+                        discharge, disposition, prior)
 
         if emergent:
             control += 1
@@ -216,12 +226,7 @@ def trickle(start: datetime, cfg: TrickleConfig = TrickleConfig()) -> Iterator[t
 
 
 def _new_stay(rnd: random.Random, cfg: TrickleConfig, n: int) -> _Stay:
-    family, given = rnd.choice(FAMILY), rnd.choice(GIVEN)
-    birth = f"19{rnd.randint(30, 90)}{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}"
-    pid = (f"PID|1||MRN{n}^^^{cfg.facility}^MR||{family}^{given}^Q||{birth}|"
-           f"{rnd.choice('MF')}|||{rnd.randint(10, 999)} MAIN ST^^SPRINGFIELD^MA^"
-           f"0110{rnd.randint(3, 9)}^^^^HAMPDEN||^PRN^PH^^1^413^555{rnd.randint(1000, 9999)}"
-           f"||{rnd.choice(['en', 'es'])}")
+    pid = _pid(rnd, f"MRN{n}", cfg.facility)
     dx = rnd.sample(DIAGNOSES, k=rnd.randint(1, 3))
     emergent = rnd.random() < 0.6
     steps = (["A04"] if emergent else []) + ["A01"]
@@ -241,19 +246,8 @@ def _stay_message(cfg: FeedConfig, stay: _Stay, trigger: str, control: str, at: 
                   rnd: random.Random, units: tuple[str, ...]) -> bytes:
     def pv1(cls: str, unit: str, visit: str, admit: datetime, discharge: datetime | None = None,
             disposition: str = "", prior: str = "") -> str:
-        fields = [""] * 46
-        fields[0], fields[1], fields[2] = "PV1", "1", cls
-        fields[3] = f"{unit}^{stay.room}^A^{cfg.facility}"
-        fields[4] = "E" if stay.emergent else "R"
-        fields[6] = prior
-        fields[7] = "1122334455^HOUSE^GREGORY^^^DR"
-        fields[10] = "MED"
-        fields[14] = "7" if stay.emergent else "1"
-        fields[19] = visit
-        fields[36] = disposition
-        fields[44] = _ts(admit)
-        fields[45] = _ts(discharge) if discharge else ""
-        return "|".join(fields).rstrip("|")
+        return _pv1(cfg.facility, stay.room, stay.emergent, cls, unit, visit, admit, discharge,
+                    disposition, prior)
 
     def dg1(codes: list[str]) -> list[str]:
         return [f"DG1|{i + 1}||{c}||{_ts(at)}|A" for i, c in enumerate(codes)]

@@ -452,19 +452,7 @@ async def read_topic(
             if remaining <= 0:
                 return records
             batch = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
-            for tp_records in batch.values():
-                for m in tp_records:
-                    records.append(
-                        Record(
-                            key=m.key,
-                            value=m.value,
-                            headers={k: bytes(v) for k, v in (m.headers or ())},
-                            partition=m.partition,
-                            offset=m.offset,
-                            timestamp=m.timestamp,
-                            topic=m.topic,
-                        )
-                    )
+            records.extend(_record(m) for tp_records in batch.values() for m in tp_records)
     except TimeoutError:
         return records
     except (KafkaError, OSError) as exc:
@@ -481,6 +469,14 @@ async def _partitions(settings: Settings, topic: str, timeout: float) -> set[int
         return set(metadata.partitions_for_topic(topic) or ())
     finally:
         await _quiet_close(client)
+
+
+def _record(m: Any) -> Record:
+    """An aiokafka ConsumerRecord as the hub's :class:`Record`."""
+    return Record(key=m.key, value=m.value,
+                  headers={k: bytes(v) for k, v in (m.headers or ())},
+                  partition=m.partition, offset=m.offset, timestamp=m.timestamp,
+                  topic=m.topic)
 
 
 async def _positions_reached(
@@ -628,10 +624,7 @@ async def fetch_record(settings: Settings, topic: str, partition: int, offset: i
             batch = await consumer.getmany(tp, timeout_ms=500)
             for m in batch.get(tp, ()):
                 if m.offset == offset:
-                    return Record(key=m.key, value=m.value,
-                                  headers={k: bytes(v) for k, v in (m.headers or ())},
-                                  partition=m.partition, offset=m.offset,
-                                  timestamp=m.timestamp, topic=m.topic)
+                    return _record(m)
                 if m.offset > offset:  # compacted away
                     return None
         return None
@@ -701,16 +694,14 @@ class TopicTail:
 
     async def _assign(self, timeout: float) -> None:
         assert self._consumer is not None
+        # Only called while nothing is assigned (poll): every partition starts at the
+        # beginning. Partitions added later are not picked up until the tail restarts.
         parts = await _partitions(self._settings, self.topic, timeout)
-        if parts and parts != self._assigned:
-            new = sorted(parts - self._assigned)
+        if parts:
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             self._consumer.assign(tps)
-            # assign() forgets positions: new partitions start at the beginning, known
-            # ones where they were.
-            await self._consumer.seek_to_beginning(*[TopicPartition(self.topic, p)
-                                                     for p in new])
-            self._assigned = set(parts)
+            await self._consumer.seek_to_beginning(*tps)
+            self._assigned = parts
 
     async def poll(self, timeout: float = 1.0, max_records: int = 10_000) -> list[Record]:
         """Records since the last poll (waits up to ``timeout`` when there are none)."""
@@ -727,14 +718,7 @@ class TopicTail:
                                                  max_records=max_records)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise KafkaUnavailableError(f"tailing {self.topic} failed: {exc!r}") from exc
-        out: list[Record] = []
-        for tp_records in batch.values():
-            for m in tp_records:
-                out.append(Record(key=m.key, value=m.value,
-                                  headers={k: bytes(v) for k, v in (m.headers or ())},
-                                  partition=m.partition, offset=m.offset,
-                                  timestamp=m.timestamp, topic=m.topic))
-        return out
+        return [_record(m) for tp_records in batch.values() for m in tp_records]
 
     async def caught_up(self) -> bool:
         """Every partition read up to the end offset it had when asked."""

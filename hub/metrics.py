@@ -521,15 +521,23 @@ class _HubCollector(Collector):
             _add(fam["hub_api_auth_failures_total"], (), auth["failed"])
         if "throttled" in auth:
             _add(fam["hub_api_auth_throttled_total"], (), auth["throttled"])
-        latency = figs.get("end_to_end_latency_s") or {}
-        if "buckets" in latency:
-            latency = {"pipeline": latency}
+        latency = latency_by_stage(figs.get("end_to_end_latency_s"))
         for stage, hist in sorted(latency.items()):
-            buckets = [(_le(le), float(n)) for le, n in (hist or {}).get("buckets", ())]
+            buckets = [(_le(le), float(n)) for le, n in hist.get("buckets", ())]
             if buckets and buckets[-1][0] == "+Inf":
                 fam["hub_end_to_end_latency_seconds"].add_metric(  # type: ignore[attr-defined]
                     [safe_label(stage)], buckets, float(hist.get("sum", 0.0)))
         yield from fam.values()
+
+
+def latency_by_stage(raw: Any) -> dict[str, Mapping[str, Any]]:
+    """The provider's ``end_to_end_latency_s``: ``{stage: histogram}``, or one
+    histogram for the whole pipeline (the earlier shape, named ``pipeline``)."""
+    if not isinstance(raw, Mapping) or not raw:
+        return {}
+    if "buckets" in raw:
+        return {"pipeline": raw}
+    return {str(k): v for k, v in raw.items() if isinstance(v, Mapping)}
 
 
 def _le(bound: float) -> str:

@@ -28,6 +28,7 @@ from streams.normalize import (
     received_at,
     replay_key,
 )
+from streams.raw import raw_table
 
 log = structlog.stdlib.get_logger("streams.normalize")
 
@@ -119,18 +120,9 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
     # coordinates of the first sighting tells a redelivery of that same record (after a
     # crash before commit: must be processed again, its outputs have the same ids) from
     # a sender's resend of the message (a duplicate: dropped).
-    dedup = app.Table(
-        DEDUP_TABLE,
-        default=None,
-        # Raw bytes both ways: JSON codecs on this per-event write were measurable.
-        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
-                            value_serializer="raw"),
-        # The Table's own key_type/value_type pick its changelog and store codecs (the
-        # schema only covers the source stream): without them faust falls back to JSON
-        # and a restarted worker cannot recover the changelog.
-        key_type=bytes, value_type=bytes,
-        partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions,
-    )
+    # Raw bytes both ways: JSON codecs on this per-event write were measurable.
+    dedup = raw_table(app, DEDUP_TABLE,
+                      partitions=cfg.partitions or catalogue.EHR_HL7V2.partitions)
 
     async def dead_letter(event: EventT, record: RawRecord, error: MappingError,
                           stage: Stage = "normalize") -> None:

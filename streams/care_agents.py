@@ -49,6 +49,7 @@ from streams.care.engine import (
 from streams.care.roster import Roster, parse_roster
 from streams.care.state import OPEN_TASK_STATUSES, PatientState
 from streams.config import StreamsConfig
+from streams.raw import raw_schema, raw_table
 
 log = structlog.stdlib.get_logger("streams.care")
 
@@ -70,14 +71,11 @@ class CareFigures:
     """
 
     def __init__(self) -> None:
-        self.inputs = 0
         self.outputs: dict[str, int] = {}
-        self.failures = 0
         self._open_tasks: dict[int, int] = {}
         self._overdue_tasks: dict[int, int] = {}
         self.caseload_points: dict[tuple[str, str], int] = {}
         self.caseload_caps: dict[tuple[str, str], int] = {}
-        self.unassigned_points: dict[str, int] = {}
 
     # The timer's tick counts one partition's tasks at a time and assigns the result
     # here, from inside the agent's iteration over that partition's tick event: the
@@ -121,11 +119,6 @@ class CareFigures:
         return out
 
 
-def _schema() -> faust.Schema:
-    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
-                        value_serializer="raw")
-
-
 def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterFn
                     ) -> CareFigures:
     figures = CareFigures()
@@ -140,18 +133,16 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
     names = {cfg.topic(t.name): t.name for t in (
         catalogue.CARE_EVENTS, catalogue.CARE_ASSIGNMENTS, catalogue.CARE_TASK_UPDATES,
         catalogue.CARE_EPISODE_COMMANDS)}
-    patient_topics = app.topic(*names, schema=_schema(), partitions=partitions,
+    patient_topics = app.topic(*names, schema=raw_schema(), partitions=partitions,
                                internal=False)
     requests_topic = app.topic(cfg.topic(catalogue.CARE_ASSIGNMENT_REQUESTS.name),
-                               schema=_schema(), partitions=partitions, internal=False)
+                               schema=raw_schema(), partitions=partitions, internal=False)
     commands_name = cfg.topic(catalogue.CARE_EPISODE_COMMANDS.name)
     # key_type/value_type pick the changelog and store codecs (schema= only covers the
     # source stream): without them faust falls back to JSON, and a restarted worker fails
     # to recover the changelog ("expected a JSON value") and never becomes ready.
-    episodes = app.Table(EPISODES_TABLE, default=None, schema=_schema(), key_type=bytes,
-                         value_type=bytes, partitions=partitions)
-    caseloads = app.Table(CASELOADS_TABLE, default=None, schema=_schema(), key_type=bytes,
-                          value_type=bytes, partitions=partitions)
+    episodes = raw_table(app, EPISODES_TABLE, partitions=partitions)
+    caseloads = raw_table(app, CASELOADS_TABLE, partitions=partitions)
     cache: dict[str, Any] = {"raw": None, "ctx": CareContext(config=config, roster=file_roster)}
 
     def context() -> CareContext:
@@ -205,7 +196,6 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         if event.key == TICK_KEY:
             await tick(msg.partition)
             return
-        figures.inputs += 1
         topic = names.get(msg.topic, msg.topic)
         inp = decode_patient_input(topic, event.value)
         key = (event.key or b"").decode()
@@ -218,7 +208,6 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         episodes[event.key] = new.model_dump_json(exclude_none=True).encode()
 
     async def on_team_request(event: EventT) -> None:
-        figures.inputs += 1
         req = TeamRequest.model_validate_json(event.value)
         raw = caseloads.get(event.key)
         state = TeamState.model_validate_json(raw) if raw else None
@@ -235,7 +224,6 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         try:
             await handler(event)
         except Exception as exc:
-            figures.failures += 1
             code = ErrorCode.INVALID_RESOURCE if _is_validation(exc) else ErrorCode.INTERNAL_ERROR
             log.error("care_input_failed", stage=stage, exc_type=type(exc).__name__,
                       topic=event.message.topic, partition=event.message.partition,
@@ -293,5 +281,3 @@ def _team_figures(figures: CareFigures, state: TeamState, roster: Roster) -> Non
     for m in roster.members(state.team_id):
         figures.caseload_points[(state.team_id, m.id)] = state.load(m.id)
         figures.caseload_caps[(state.team_id, m.id)] = m.cap_points
-    figures.unassigned_points[state.team_id] = sum(
-        e.points for e in state.episodes.values() if e.manager_id is None)

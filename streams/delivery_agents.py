@@ -34,14 +34,17 @@ from faust.types import EventT
 
 from schemas import topics as catalogue
 from schemas.care import TICK_KEY
+from schemas.errors import ErrorCode, MappingError
 from schemas.records import (
     PAYLOAD_LIMIT_BYTES,
     DeadLetter,
     SourceCoordinates,
+    build_dead_letter,
     dead_letter_id,
 )
 from schemas.referrals import DeliveryJob
 from streams.config import StreamsConfig
+from streams.raw import raw_schema, raw_table
 from streams.referrals.delivery import (
     AttemptOutcome,
     DeliveryPolicy,
@@ -93,11 +96,6 @@ class DeliveryFigures:
         }
 
 
-def _schema() -> faust.Schema:
-    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
-                        value_serializer="raw")
-
-
 def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
     """Add the ``webhook_deliveries`` agent, its table and timer (needs a sender)."""
     sender = cfg.webhook_sender
@@ -107,13 +105,12 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
     policy = cfg.webhook_policy or DeliveryPolicy()
     partitions = cfg.partitions or catalogue.REFERRALS_DELIVERIES.partitions
     jobs_name = cfg.topic(catalogue.REFERRALS_DELIVERIES.name)
-    jobs_topic = app.topic(jobs_name, schema=_schema(), partitions=partitions,
+    jobs_topic = app.topic(jobs_name, schema=raw_schema(), partitions=partitions,
                            internal=False)
     # key_type/value_type as well as the schema: faust picks the changelog serializers
     # from the types (json when absent), and json-encoded changelog records of a raw
     # table fail to load on recovery, so a restarted worker would never become ready.
-    table = app.Table(DELIVERIES_TABLE, default=None, schema=_schema(), key_type=bytes,
-                      value_type=bytes, partitions=partitions)
+    table = raw_table(app, DELIVERIES_TABLE, partitions=partitions)
     dlq_name = cfg.topic(catalogue.HUB_DLQ.name)
     payloads_name = cfg.topic(catalogue.HUB_DLQ_PAYLOADS.name)
     attempt_bound = cfg.webhook_attempt_timeout_s + 2.0
@@ -273,17 +270,13 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
             original = event.value or b""
             source = SourceCoordinates(topic=msg.topic, partition=msg.partition,
                                        offset=msg.offset)
-            dl_id = dead_letter_id(stage=STAGE, transport="kafka", facility=None,
-                                   message_id=None, original=original, source=source)
-            kept = original[:PAYLOAD_LIMIT_BYTES]
-            code = ("invalid_resource" if type(exc).__name__ in
-                    ("ValidationError", "JSONDecodeError") else "internal_error")
-            letter = DeadLetter(
-                id=dl_id, stage=STAGE, error_code=code,
-                detail=f"{type(exc).__name__} in the {STAGE} stage", source=source,
-                transport="kafka", received_at=now, dead_lettered_at=now,
-                original_size=len(original), payload_stored=len(kept) == len(original),
-                payload_truncated_to=None if len(kept) == len(original) else len(kept))
+            code = (ErrorCode.INVALID_RESOURCE if type(exc).__name__ in
+                    ("ValidationError", "JSONDecodeError") else ErrorCode.INTERNAL_ERROR)
+            letter, kept = build_dead_letter(
+                stage=STAGE, error=MappingError(code, f"{type(exc).__name__} in the {STAGE} stage"),
+                original=original, received_at=now, now=now, transport="kafka",
+                source=source, hl7=False)
+            dl_id = letter.id
             fut = await app.producer.send(payloads_name, dl_id.encode(), kept, None, None,
                                           None)
             await fut

@@ -67,8 +67,7 @@ def dedup_key(record: RawRecord) -> str | None:
                 return message_dedup_key("hl7v2", header.sending_facility, header.control_id)
         except MappingError:
             pass
-        return "hl7v2|" + derive_id("hl7v2", record.value.hex())
-    if record.format == "fhir":
+    elif record.format == "fhir":
         return None
     return f"{record.format}|" + derive_id(record.format, record.value.hex())
 

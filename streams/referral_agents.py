@@ -32,6 +32,7 @@ from streams.care.config import CareConfig, parse_rules
 from streams.care.engine import Emit
 from streams.care.roster import Roster, parse_roster
 from streams.config import StreamsConfig
+from streams.raw import raw_schema, raw_table
 from streams.referrals.directory import Directory, parse_directory
 from streams.referrals.engine import ReferralContext, apply_referral, decode_referral_input
 from streams.referrals.state import ReferralPatientState
@@ -84,11 +85,6 @@ class ReferralFigures:
                 self.no_agency += 1  # the escalation: one per need left without agency
 
 
-def _schema() -> faust.Schema:
-    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
-                        value_serializer="raw")
-
-
 class _Latest:
     """Parse a config feed's latest bytes once per change; keep the last good value."""
 
@@ -121,11 +117,10 @@ def add_referral_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
     names = {cfg.topic(t.name): t.name for t in (
         catalogue.CARE_EVENTS, catalogue.CARE_FLAGS, catalogue.CARE_ASSIGNMENTS,
         catalogue.CONFIG_CONSENT, catalogue.REFERRALS_UPDATES)}
-    inputs = app.topic(*names, schema=_schema(), partitions=partitions, internal=False)
+    inputs = app.topic(*names, schema=raw_schema(), partitions=partitions, internal=False)
     # key_type/value_type choose the changelog and store codecs (schema= only covers the
     # stream); without them faust uses JSON and recovery after a restart fails.
-    table = app.Table(REFERRALS_TABLE, default=None, schema=_schema(), key_type=bytes,
-                      value_type=bytes, partitions=partitions)
+    table = raw_table(app, REFERRALS_TABLE, partitions=partitions)
 
     def context() -> ReferralContext:
         # The merge wait is the care stage's: one setting for how long a survivor waits.

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -51,6 +51,7 @@ from schemas.records import (
     HEADER_DEFAULT_TZ,
     HEADER_RECEIVED_AT,
     DeadLetter,
+    Stage,
 )
 from schemas.topics import EHR_FHIR, EHR_HL7V2, HUB_DLQ, HUB_DLQ_PAYLOADS
 from streams.normalize import HEADER_REPLAY_OF, events_dedup_key
@@ -334,7 +335,7 @@ def add_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     lp = actions.add_parser("list", help="dead letters (codes and coordinates, no PHI)")
     lp.add_argument("--since", help="2h, 30m, 7d or an ISO-8601 time")
-    lp.add_argument("--stage", choices=("ingest", "normalize", "replay", "deliveries"))
+    lp.add_argument("--stage", choices=get_args(Stage))  # every stage that dead-letters
     lp.add_argument("--code", help="error code, e.g. missing_patient_identifier")
     lp.add_argument("--limit", type=int, default=0, help="only the N most recent")
     sp = actions.add_parser("show", help="one dead letter")

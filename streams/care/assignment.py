@@ -43,10 +43,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from streams.care.roster import (
     Manager,
     Roster,
-    _occurrences,
     next_shift_start,
     on_pto,
     on_shift,
+    shift_occurrences,
 )
 from streams.care.trusted import constructor, evolve, frozen_instance
 
@@ -426,7 +426,7 @@ def _shift_windows(manager: Manager, local_day: date) -> tuple[tuple[datetime, d
         if len(memo) >= 512:  # a long-running worker sees every day: keep it bounded
             memo.clear()
         windows = memo[local_day] = tuple(
-            _occurrences(manager, local_day - timedelta(days=1), local_day))
+            shift_occurrences(manager, local_day - timedelta(days=1), local_day))
     return windows
 
 

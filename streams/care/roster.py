@@ -44,6 +44,7 @@ __all__ = [
     "on_pto",
     "on_shift",
     "parse_roster",
+    "shift_occurrences",
     "teams_for",
 ]
 
@@ -322,7 +323,8 @@ def _require_aware(at: datetime) -> None:
         raise ValueError("a naive datetime is ambiguous here; pass an aware datetime")
 
 
-def _occurrences(manager: Manager, first: date, last: date) -> Iterator[tuple[datetime, datetime]]:
+def shift_occurrences(manager: Manager, first: date, last: date
+                      ) -> Iterator[tuple[datetime, datetime]]:
     """Shift occurrences starting on local dates ``first..last`` (PTO start dates skipped),
     as (start, end) in UTC."""
     zone = manager.zone
@@ -370,7 +372,7 @@ def on_shift(manager: Manager, at: datetime) -> bool:
     # A shift that started yesterday may still be running (overnight shifts).
     return any(
         start <= instant < end
-        for start, end in _occurrences(manager, local_day - timedelta(days=1), local_day)
+        for start, end in shift_occurrences(manager, local_day - timedelta(days=1), local_day)
     )
 
 
@@ -390,7 +392,7 @@ def next_shift_start(manager: Manager, at: datetime, within: timedelta) -> datet
     limit = instant + within
     first = at.astimezone(zone).date()
     last = limit.astimezone(zone).date()
-    starts = [s for s, _ in _occurrences(manager, first, last) if instant <= s <= limit]
+    starts = [s for s, _ in shift_occurrences(manager, first, last) if instant <= s <= limit]
     return min(starts).astimezone(zone) if starts else None
 
 

@@ -76,6 +76,7 @@ mutated (deep copy); a duplicate input id is a no-op; every id is derived
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -332,8 +333,7 @@ class _Run:
                 continue
             # The survivor's own record of an episode wins; a need documented under
             # either key stays known.
-            known = {(c, sys) for c, sys in mine.diagnoses} | {(c, sys) for c, sys in ep.diagnoses}
-            mine.diagnoses = sorted(known, key=lambda x: (x[0], x[1] or ""))
+            mine.diagnoses = _union_diagnoses(mine.diagnoses, ep.diagnoses)
             mine.flag_reasons = mine.flag_reasons or ep.flag_reasons
             mine.manager_id = mine.manager_id or ep.manager_id
             mine.team = mine.team or ep.team
@@ -450,12 +450,9 @@ class _Run:
     def on_flag(self, flag: FlagOutput) -> None:
         if not flag.encounter_key:
             return
-        ep = self.p.episodes.get(flag.encounter_key)
-        if ep is None:
-            # The flag overtook its event (different topics): remember its reasons; the
-            # event refers them when it arrives with the encounter class.
-            ep = self.p.episodes[flag.encounter_key] = EpisodeInfo(
-                key=flag.encounter_key, facility=flag.facility)
+        # The flag may overtake its event (different topics): remember its reasons; the
+        # event refers them when it arrives with the encounter class.
+        ep = self._episode_of(flag.encounter_key, flag.facility)
         if flag.status == "withdrawn":
             ep.flag_reasons = []
             return
@@ -465,10 +462,7 @@ class _Run:
     def on_assignment(self, a: AssignmentOutput) -> None:
         if not a.encounter_key:
             return
-        ep = self.p.episodes.get(a.encounter_key)
-        if ep is None:
-            ep = self.p.episodes[a.encounter_key] = EpisodeInfo(
-                key=a.encounter_key, facility=a.facility)
+        ep = self._episode_of(a.encounter_key, a.facility)
         was_manager = ep.manager_id
         if a.status == "assigned":
             ep.manager_id, ep.team = a.manager_id, a.team or ep.team
@@ -709,6 +703,13 @@ class _Run:
     def _ep_of(self, ref: Referral) -> EpisodeInfo:
         return self.p.episodes.get(ref.episode_key) or EpisodeInfo(key=ref.episode_key)
 
+    def _episode_of(self, key: str, facility: str | None) -> EpisodeInfo:
+        """The episode ``key``, created (and kept) when a care record comes first."""
+        ep = self.p.episodes.get(key)
+        if ep is None:
+            ep = self.p.episodes[key] = EpisodeInfo(key=key, facility=facility)
+        return ep
+
     def _suppressed(self) -> Suppression | None:
         return suppression(self.p.opted_out(), self.p.consent_at, self.p.protection)
 
@@ -822,9 +823,13 @@ def _absorb_encounter(ep: EpisodeInfo, ev: CanonicalEvent) -> None:
     if ev.diagnoses:
         # Union: a need once documented stays known even if a later update lists fewer
         # diagnoses (A08s often carry only the current problem).
-        known = {(c, s) for c, s in ep.diagnoses}
-        known |= {(dx.code, dx.system) for dx in ev.diagnoses}
-        ep.diagnoses = sorted(known, key=lambda x: (x[0], x[1] or ""))
+        ep.diagnoses = _union_diagnoses(ep.diagnoses,
+                                        [(dx.code, dx.system) for dx in ev.diagnoses])
+
+
+def _union_diagnoses(a: Iterable[tuple[str, str | None]], b: Iterable[tuple[str, str | None]]
+                     ) -> list[tuple[str, str | None]]:
+    return sorted({*a, *b}, key=lambda x: (x[0], x[1] or ""))
 
 
 def _contact_list(c: Contact) -> list[str | None]:

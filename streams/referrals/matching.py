@@ -13,8 +13,7 @@ An agency is a candidate for a need when, all of:
   :func:`streams.care.assignment.normalize_language` (``es`` = ``spa`` = ``Spanish``);
 * it has not been tried for this need already.
 
-Candidates keep the directory's order (ops rank agencies by ordering the file), ties
-impossible since ids are unique; the id breaks nothing but documents determinism.
+Candidates keep the directory's order (ops rank agencies by ordering the file).
 """
 
 from __future__ import annotations
@@ -71,11 +70,9 @@ def candidates(directory: Directory, service: str, patient: PatientArea,
                tried: Iterable[str] = ()) -> list[Agency]:
     """Agencies that could take this need, best first (see the module docstring)."""
     skip = frozenset(tried)
-    found = [a for a in directory.agencies
-             if a.offers(service) and a.accepting and a.id not in skip
-             and in_service_area(a, patient) and language_served(a, patient.language)]
-    order = {a.id: i for i, a in enumerate(directory.agencies)}
-    return sorted(found, key=lambda a: (order[a.id], a.id))
+    return [a for a in directory.agencies
+            if a.offers(service) and a.accepting and a.id not in skip
+            and in_service_area(a, patient) and language_served(a, patient.language)]
 
 
 @dataclass(frozen=True)

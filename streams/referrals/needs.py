@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
-from streams.care.charlson import format_icd10, icd10_codes, parse_code_set
+from streams.care.charlson import CodeSet, format_icd10, icd10_codes, parse_code_set
 from streams.care.risk import social_needs
 from streams.referrals.config import ReferralsConfig
 
@@ -52,14 +53,21 @@ def needs_from_diagnoses(diagnoses: Iterable[tuple[str, str | None]], cfg: Refer
                             f"need.sdoh.{match.condition}"))
     codes = icd10_codes(pairs)
     for rule in cfg.diagnoses:
-        include, exclude = parse_code_set(list(rule.codes)), (
-            parse_code_set(list(rule.except_codes)) if rule.except_codes else None)
+        include = _code_set(rule.codes)
+        exclude = _code_set(rule.except_codes) if rule.except_codes else None
         hits = tuple(format_icd10(c) for c in sorted(codes)
                      if include.match(c) is not None
                      and (exclude is None or exclude.match(c) is None))
         if hits:
             out.append(Need(rule.service, hits, "need.diagnosis"))
     return merge_needs(out)
+
+
+@lru_cache(maxsize=256)
+def _code_set(specs: tuple[str, ...]) -> CodeSet:
+    # A memo of a pure function over immutable specs: the rules are parsed once, not on
+    # every event (as streams.care.charlson does for its own lookups).
+    return parse_code_set(list(specs))
 
 
 def needs_from_disposition(disposition: str | None, cfg: ReferralsConfig) -> tuple[Need, ...]:
