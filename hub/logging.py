@@ -41,6 +41,8 @@ ALLOWED_KEYS: frozenset[str] = frozenset(
         "agency_id", "agency_version", "delivery_id", "referral_task_id", "update_id",
         "need", "rule", "op", "outcome", "realm", "replay", "dedup", "next_attempt_at",
         "target_ref",
+        # roster ids (ops-defined, not PHI)
+        "team",
         # follow-up tasks (hub-made task ids; counts)
         "task_id", "completed",
     }

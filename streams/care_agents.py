@@ -3,8 +3,13 @@
 * ``episodes`` (table ``episodes``, keyed by patient) reads care.events,
   care.assignments, care.task-updates and care.episode-commands as one co-partitioned
   stream: every input of one patient on one partition, in order.
-* ``caseloads`` (table ``caseloads``, keyed by team) reads care.assignment-requests:
-  repartitioned by team, so a team's caseload is counted in one place.
+* ``caseloads`` (table ``caseloads``: the team's totals, keyed by team; table
+  ``caseload-episodes``: one row per open episode, keyed by team and episode) reads
+  care.assignment-requests: repartitioned by team, so a team's caseload is counted in one
+  place. A decision reads and writes a few small records, however long the team's queue:
+  a whole team in one record grew with every queued patient until it passed the broker's
+  record size limit. Totals stored whole by older workers (``TeamState`` JSON) are split
+  into rows on the team's first request.
 * The roster comes from ``cfg.roster_feed``: the hub tails the compacted config.roster
   topic for every worker (a faust GlobalTable over it hung the worker's start-up, as
   faust's own docs warn), so a roster change applies without a restart.
@@ -23,7 +28,7 @@ Agent and table names are state identities: renaming one is a migration.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +41,7 @@ from schemas import topics as catalogue
 from schemas.canonical import patient_ref
 from schemas.care import TICK_KEY, TeamRequest
 from schemas.errors import ErrorCode, MappingError
-from streams.care.assignment import TeamState
+from streams.care.assignment import Caseload, CaseloadView, EpisodeLoad, TeamState, TeamTotals
 from streams.care.config import CareConfig, parse_rules
 from streams.care.engine import (
     CareContext,
@@ -57,6 +62,7 @@ EPISODES_AGENT = "episodes"
 EPISODES_TABLE = "episodes"
 CASELOADS_AGENT = "caseloads"
 CASELOADS_TABLE = "caseloads"
+CASELOAD_ROWS_TABLE = "caseload-episodes"
 
 DeadLetterFn = Callable[[EventT, str, MappingError], Awaitable[None]]
 
@@ -143,6 +149,7 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
     # to recover the changelog ("expected a JSON value") and never becomes ready.
     episodes = raw_table(app, EPISODES_TABLE, partitions=partitions)
     caseloads = raw_table(app, CASELOADS_TABLE, partitions=partitions)
+    caseload_rows = raw_table(app, CASELOAD_ROWS_TABLE, partitions=partitions)
     cache: dict[str, Any] = {"raw": None, "ctx": CareContext(config=config, roster=file_roster)}
 
     def context() -> CareContext:
@@ -209,12 +216,13 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
 
     async def on_team_request(event: EventT) -> None:
         req = TeamRequest.model_validate_json(event.value)
-        raw = caseloads.get(event.key)
-        state = TeamState.model_validate_json(raw) if raw else None
-        ctx = context()
-        new, emits = apply_team(state, req, ctx=ctx)
+        team, ctx = req.team, context()
+        key = event.key or b""
+        new, emits = apply_team(load_caseload(caseloads, caseload_rows, key, team), req,
+                                ctx=ctx)
+        assert isinstance(new, CaseloadView)
         await publish(emits)
-        caseloads[event.key] = new.model_dump_json().encode()
+        store_caseload(caseloads, caseload_rows, key, new)
         _team_figures(figures, new, ctx.roster)
 
     async def guarded(event: EventT, stage: str, handler: Callable[[EventT], Awaitable[None]]
@@ -262,6 +270,49 @@ _COUNTED = {catalogue.CARE_FLAGS.name: "flag", catalogue.CARE_ASSIGNMENTS.name: 
             catalogue.CARE_NOTIFICATIONS.name: "notification"}
 
 
+def _row_key(team: str, episode_key: str) -> bytes:
+    return f"{team}\x1f{episode_key}".encode()
+
+
+def load_caseload(totals: MutableMapping[bytes, Any], rows: MutableMapping[bytes, Any],
+                  key: bytes, team: str) -> CaseloadView:
+    """The team's caseload over its stored rows (``caseloads`` and ``caseload-episodes``
+    tables, or dicts in tests). Rows are read only when a decision asks for one.
+
+    Totals stored whole by an older worker (``TeamState`` JSON) are split here: rows
+    first, then the totals, so a crash in between splits them again with equal rows.
+    """
+    def lookup(episode_key: str) -> EpisodeLoad | None:
+        row = rows.get(_row_key(team, episode_key))
+        return EpisodeLoad.model_validate_json(row) if row else None
+
+    raw = totals.get(key)
+    if not raw:
+        return CaseloadView(TeamTotals(team_id=team), lookup)
+    stored = orjson.loads(raw)
+    if "episodes" in stored:
+        whole = TeamState.model_validate(stored)
+        for episode_key, row in whole.episodes.items():
+            rows[_row_key(team, episode_key)] = row.model_dump_json().encode()
+        totals[key] = whole.totals.model_dump_json().encode()
+        log.info("caseload_split", team=team, records=len(whole.episodes))
+        return CaseloadView(whole.totals, lookup)
+    return CaseloadView(TeamTotals.model_validate(stored), lookup)
+
+
+def store_caseload(totals: MutableMapping[bytes, Any], rows: MutableMapping[bytes, Any],
+                   key: bytes, view: CaseloadView) -> None:
+    """Write a decision's rows (a released episode's row is deleted), then the totals."""
+    team = view.team_id
+    for episode_key, row in view.changes.items():
+        k = _row_key(team, episode_key)
+        if row is not None:
+            rows[k] = row.model_dump_json().encode()
+        elif rows.get(k) is not None:
+            del rows[k]
+    totals[key] = view.totals.model_dump_json().encode()
+
+
 def _log_merge_wait(old: PatientState | None, new: PatientState, key: bytes | str | None,
                     partition: int, offset: int | None) -> None:
     """A surviving key that gave up waiting for a merge's history decided without it:
@@ -277,7 +328,7 @@ def _is_validation(exc: Exception) -> bool:
     return type(exc).__name__ in ("ValidationError", "JSONDecodeError", "UnicodeDecodeError")
 
 
-def _team_figures(figures: CareFigures, state: TeamState, roster: Roster) -> None:
+def _team_figures(figures: CareFigures, state: Caseload, roster: Roster) -> None:
     for m in roster.members(state.team_id):
         figures.caseload_points[(state.team_id, m.id)] = state.load(m.id)
         figures.caseload_caps[(state.team_id, m.id)] = m.cap_points

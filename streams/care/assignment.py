@@ -32,11 +32,11 @@ are all "zh": the table is coarse there, see :data:`LANGUAGE_ALIASES`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -54,9 +54,12 @@ __all__ = [
     "LANGUAGE_ALIASES",
     "AssignmentConfig",
     "AssignmentRequest",
+    "Caseload",
+    "CaseloadView",
     "Decision",
     "EpisodeLoad",
     "TeamState",
+    "TeamTotals",
     "assign",
     "eligibility_skip",
     "language_matches",
@@ -65,6 +68,8 @@ __all__ = [
     "team_figures",
     "update_points",
 ]
+
+C = TypeVar("C", bound="Caseload")
 
 Status = Literal["assigned", "unassigned", "already_assigned", "released"]
 Reason = Literal[
@@ -148,8 +153,91 @@ class EpisodeLoad(BaseModel):
 _EpisodeLoad = constructor(EpisodeLoad)  # unvalidated (streams.care.trusted)
 
 
+class TeamTotals(BaseModel):
+    """A team's caseload in figures: what assignment compares and ops read.
+
+    Stored per team (the ``caseloads`` table) next to one row per open episode, so a
+    decision reads and writes a few small records however long the team's queue grows.
+    A stored contract: add fields with defaults; unknown fields are ignored on read.
+    Invariant: a manager has an entry in ``loads`` and ``open`` exactly while they hold at
+    least one open episode (``loads`` is the sum of those episodes' points).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    team_id: str
+    loads: dict[str, int] = Field(default_factory=dict)
+    """Manager id -> acuity points of the open episodes they hold."""
+    open: dict[str, int] = Field(default_factory=dict)
+    """Manager id -> how many open episodes they hold."""
+    queued: int = 0
+    """Episodes in the team's unassigned queue."""
+    queued_points: int = 0
+    """Their points: the team's backlog."""
+
+    def moved(self, old: EpisodeLoad | None, new: EpisodeLoad | None) -> TeamTotals:
+        """The totals once an episode held as ``old`` is held as ``new`` (None: absent)."""
+        loads, opened = self.loads, self.open
+        queued, queued_points = self.queued, self.queued_points
+        copied = False
+        # The new holding first: a re-weighted episode keeps its manager's entry (and the
+        # entries' order) instead of dropping and re-adding it.
+        for e, sign in ((new, 1), (old, -1)):
+            if e is None:
+                continue
+            holder = e.manager_id
+            if holder is None:
+                queued += sign
+                queued_points += sign * e.points
+                continue
+            if not copied:  # the totals are shared by older states: copy before writing
+                loads, opened, copied = dict(loads), dict(opened), True
+            count = opened.get(holder, 0) + sign
+            if count:
+                opened[holder] = count
+                loads[holder] = loads.get(holder, 0) + sign * e.points
+            else:
+                del opened[holder], loads[holder]
+        return _TeamTotals(team_id=self.team_id, loads=loads, open=opened, queued=queued,
+                           queued_points=queued_points)
+
+    @property
+    def open_episodes(self) -> int:
+        """Open episodes on the team: held by a manager or queued."""
+        return sum(self.open.values()) + self.queued
+
+
+_TeamTotals = constructor(TeamTotals)  # unvalidated (streams.care.trusted)
+
+
+class Caseload(Protocol):
+    """What :func:`assign`, :func:`release`, :func:`update_points` and
+    :func:`team_figures` read of a team's caseload, and how they change it (into a new
+    caseload: never in place). :class:`TeamState` holds every episode in one value;
+    :class:`CaseloadView` reads a store one episode at a time."""
+
+    @property
+    def team_id(self) -> str: ...
+
+    @property
+    def totals(self) -> TeamTotals: ...
+
+    def episode(self, episode_key: str) -> EpisodeLoad | None:
+        """The open episode ``episode_key`` of this team, if any."""
+        ...
+
+    def load(self, manager_id: str) -> int:
+        """Acuity-weighted caseload of a manager."""
+        ...
+
+    def with_episode(self, episode_key: str, episode: EpisodeLoad | None) -> Self:
+        """A caseload with ``episode`` at ``episode_key`` (None: removed)."""
+        ...
+
+
 class TeamState(BaseModel):
-    """A team's open caseload, stored as JSON in a Kafka-backed table keyed by team id.
+    """A team's whole open caseload as one value (tests, and the stored form of workers
+    before the caseload was split into totals and rows; see :class:`CaseloadView`).
 
     A stored contract: add fields with defaults; unknown fields are ignored on read so an
     older worker can restore a newer state during a rolling deploy.
@@ -160,34 +248,36 @@ class TeamState(BaseModel):
     team_id: str
     episodes: dict[str, EpisodeLoad] = Field(default_factory=dict)
 
+    def episode(self, episode_key: str) -> EpisodeLoad | None:
+        """The open episode ``episode_key``, if any."""
+        return self.episodes.get(episode_key)
+
     def load(self, manager_id: str) -> int:
         """Acuity-weighted caseload of a manager: the sum of their episodes' points."""
-        return self._totals.get(manager_id, 0)
+        return self.totals.loads.get(manager_id, 0)
 
     def loads(self) -> dict[str, int]:
         """Load of every manager holding at least one episode."""
-        return dict(self._totals)
+        return dict(self.totals.loads)
 
     @cached_property
-    def _totals(self) -> dict[str, int]:
-        # Memoized (the state is frozen) and carried forward by _with, so an assignment
-        # does not re-add a whole team's caseload (thousands of episodes in a busy team).
-        # Not a field: never stored, and equality ignores it.
-        out: dict[str, int] = {}
+    def totals(self) -> TeamTotals:
+        """The caseload in figures (memoized: the state is frozen; carried forward by
+        :meth:`with_episode`). Not a field: never stored, and equality ignores it."""
+        out = _TeamTotals(team_id=self.team_id, loads={}, open={}, queued=0, queued_points=0)
         for e in self.episodes.values():
-            if e.manager_id is not None:
-                out[e.manager_id] = out.get(e.manager_id, 0) + e.points
+            out = out.moved(None, e)
         return out
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
                    ) -> Self:
         copied = super().model_copy(update=update, deep=deep)
-        copied.__dict__.pop("_totals", None)  # a copy with other episodes has other totals
+        copied.__dict__.pop("totals", None)  # a copy with other episodes has other totals
         return copied
 
     def open_episodes(self, manager_id: str) -> int:
         """How many open episodes a manager holds."""
-        return sum(1 for e in self.episodes.values() if e.manager_id == manager_id)
+        return self.totals.open.get(manager_id, 0)
 
     def queue(self) -> list[str]:
         """Unassigned episode keys, highest points first, then oldest, then key: the order
@@ -205,7 +295,9 @@ class TeamState(BaseModel):
         """Read :meth:`to_json` output."""
         return cls.model_validate_json(data)
 
-    def _with(self, episode_key: str, episode: EpisodeLoad | None) -> TeamState:
+    def with_episode(self, episode_key: str, episode: EpisodeLoad | None) -> Self:
+        """A copy with ``episode`` at ``episode_key`` (None: removed). Copies the episodes
+        (O(n)): long-running stages hold a :class:`CaseloadView` instead."""
         episodes = dict(self.episodes)
         if episode is None:
             old = episodes.pop(episode_key, None)
@@ -213,16 +305,45 @@ class TeamState(BaseModel):
             old = episodes.get(episode_key)
             episodes[episode_key] = episode
         new = evolve(self, episodes=episodes)
-        totals = dict(self._totals)
-        for e, sign in ((old, -1), (episode, 1)):
-            if e is not None and e.manager_id is not None:
-                left = totals.get(e.manager_id, 0) + sign * e.points
-                if left or any(x.manager_id == e.manager_id for x in episodes.values()):
-                    totals[e.manager_id] = left
-                else:
-                    totals.pop(e.manager_id, None)
-        new.__dict__["_totals"] = totals
+        new.__dict__["totals"] = self.totals.moved(old, episode)
         return new
+
+
+@dataclass(frozen=True)
+class CaseloadView:
+    """A team's caseload read through from a store: its :class:`TeamTotals` plus one
+    episode row at a time (``lookup``), the form the worker's tables and offline runs
+    hold. A decision costs a few small reads and writes however many episodes the team
+    has open, and no record grows with the team (a whole team in one record would, until
+    it passed the broker's record size limit).
+
+    :meth:`with_episode` returns a new view with the change in ``changes``; the owner of
+    the store writes ``changes`` (None: delete the row) and stores ``totals`` after the
+    decision. The view never writes to the store itself.
+    """
+
+    totals: TeamTotals
+    lookup: Callable[[str], EpisodeLoad | None]
+    """Episode key -> the stored row (None when absent). Must not change during a decision."""
+    changes: Mapping[str, EpisodeLoad | None] = field(default_factory=dict)
+    """Rows written by this view's decisions and not yet stored (None: removed)."""
+
+    @property
+    def team_id(self) -> str:
+        return self.totals.team_id
+
+    def episode(self, episode_key: str) -> EpisodeLoad | None:
+        if episode_key in self.changes:
+            return self.changes[episode_key]
+        return self.lookup(episode_key)
+
+    def load(self, manager_id: str) -> int:
+        return self.totals.loads.get(manager_id, 0)
+
+    def with_episode(self, episode_key: str, episode: EpisodeLoad | None) -> Self:
+        old = self.episode(episode_key)
+        return replace(self, totals=self.totals.moved(old, episode),
+                       changes={**self.changes, episode_key: episode})
 
 
 @dataclass(frozen=True)
@@ -463,20 +584,20 @@ def _continuity(
 
 
 def assign(
-    state: TeamState | None,
+    state: C | None,
     req: AssignmentRequest,
     *,
     now: datetime,
     roster: Roster,
     cfg: AssignmentConfig,
-) -> tuple[TeamState, Decision]:
+) -> tuple[C | TeamState, Decision]:
     """Assign the episode to a case manager of ``req.team_id`` (see the module docstring
     for the precedence). Returns the new team state and the decision; the inputs are not
     changed. ``state`` None means the team has no caseload yet. Raises ValueError for a
     naive ``now`` or a state of another team.
     """
     _require_aware(now)
-    current = state if state is not None else TeamState(team_id=req.team_id)
+    current: C | TeamState = state if state is not None else TeamState(team_id=req.team_id)
     if current.team_id != req.team_id:
         raise ValueError("the state belongs to another team")
     team = roster.team(req.team_id)
@@ -485,10 +606,10 @@ def assign(
 
     def decide(status: Status, manager: Manager | None, reason: str,
                considered: tuple[tuple[str, str], ...] = (),
-               continuity: str | None = None) -> tuple[TeamState, Decision]:
+               continuity: str | None = None) -> tuple[C | TeamState, Decision]:
         episode = _EpisodeLoad(manager_id=manager.id if manager else None, points=points,
                                assigned_at=now, reason=reason)
-        new_state = current._with(req.episode_key, episode)
+        new_state = current.with_episode(req.episode_key, episode)
         # The episode replaced here (if any) was queued, not on anyone's load: the
         # manager's load after is theirs before plus this episode's points.
         return new_state, frozen_instance(
@@ -501,7 +622,7 @@ def assign(
         )
 
     # (1) Redelivery or a repeated request: keep the manager, the points and the time.
-    existing = current.episodes.get(req.episode_key)
+    existing = current.episode(req.episode_key)
     if existing is not None and existing.manager_id is not None:
         holder = roster.manager(existing.manager_id)
         return current, Decision(
@@ -513,7 +634,7 @@ def assign(
         )
     # A queued (unassigned) episode is simply tried again below and replaced.
 
-    loads = current._totals  # read only
+    loads = current.totals.loads  # read only
     if team is None:
         return decide("unassigned", None, "no_team")
 
@@ -575,16 +696,16 @@ def _least_loaded_key(load: int, manager: Manager) -> tuple[int, int, str]:
     return load, -manager.cap_points if load else 0, manager.id
 
 
-def release(state: TeamState, episode_key: str) -> tuple[TeamState, Decision | None]:
+def release(state: C, episode_key: str) -> tuple[C, Decision | None]:
     """Release an episode's caseload when it closes (assigned or queued).
 
     An unknown key returns the state unchanged and None, so a repeated close is harmless.
     The decision has no supervisor or cap (the roster is not needed to release).
     """
-    episode = state.episodes.get(episode_key)
+    episode = state.episode(episode_key)
     if episode is None:
         return state, None
-    new_state = state._with(episode_key, None)
+    new_state = state.with_episode(episode_key, None)
     manager_id = episode.manager_id
     return new_state, Decision(
         status="released", manager_id=manager_id, team_id=state.team_id, supervisor=None,
@@ -594,26 +715,24 @@ def release(state: TeamState, episode_key: str) -> tuple[TeamState, Decision | N
     )
 
 
-def update_points(
-    state: TeamState, episode_key: str, risk_level: str, cfg: AssignmentConfig
-) -> TeamState:
+def update_points(state: C, episode_key: str, risk_level: str, cfg: AssignmentConfig) -> C:
     """Re-weight an open episode when its acuity changes (admission -> discharge).
 
     Unknown keys leave the state unchanged. The manager keeps the patient even if the new
     weight takes them over their cap (moving a patient to a stranger would break the
     relationship); :func:`team_figures` shows the overload.
     """
-    episode = state.episodes.get(episode_key)
+    episode = state.episode(episode_key)
     if episode is None:
         return state
     points = cfg.points_for(risk_level)
     if points == episode.points:
         return state
-    return state._with(episode_key, episode.model_copy(update={"points": points}))
+    return state.with_episode(episode_key, episode.model_copy(update={"points": points}))
 
 
 def team_figures(
-    state: TeamState, roster: Roster, *, now: datetime | None = None
+    state: Caseload, roster: Roster, *, now: datetime | None = None
 ) -> dict[str, Any]:
     """Staffing figures for a team (JSON-ready).
 
@@ -626,7 +745,8 @@ def team_figures(
     """
     team = roster.team(state.team_id)
     members = {m.id: m for m in roster.members(state.team_id)}
-    loads = state.loads()
+    totals = state.totals
+    loads = totals.loads
     managers: dict[str, dict[str, Any]] = {}
     for manager_id in sorted(set(members) | set(loads)):
         member = members.get(manager_id) or roster.manager(manager_id)
@@ -635,7 +755,7 @@ def team_figures(
         row: dict[str, Any] = {
             "load": load,
             "cap": cap,
-            "open_episodes": state.open_episodes(manager_id),
+            "open_episodes": totals.open.get(manager_id, 0),
             "headroom": cap - load if cap is not None else None,
             "over_cap": cap is not None and load > cap,
             "member": manager_id in members,
@@ -643,13 +763,12 @@ def team_figures(
         if now is not None:
             row["on_shift"] = member is not None and on_shift(member, now)
         managers[manager_id] = row
-    queued = [e for e in state.episodes.values() if e.manager_id is None]
     figures: dict[str, Any] = {
-        "unassigned": len(queued),
-        "unassigned_points": sum(e.points for e in queued),
+        "unassigned": totals.queued,
+        "unassigned_points": totals.queued_points,
         "assigned_points": sum(loads.values()),
         "cap_points": sum(m.cap_points for m in members.values()),
-        "open_episodes": len(state.episodes),
+        "open_episodes": totals.open_episodes,
     }
     if now is not None:
         working = [mid for mid in members if managers[mid]["on_shift"]]

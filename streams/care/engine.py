@@ -58,7 +58,14 @@ from schemas.care import (
     TeamRequest,
     dump_output,
 )
-from streams.care.assignment import AssignmentRequest, TeamState, assign, release, update_points
+from streams.care.assignment import (
+    AssignmentRequest,
+    Caseload,
+    TeamState,
+    assign,
+    release,
+    update_points,
+)
 from streams.care.charlson import CharlsonResult
 from streams.care.config import CareConfig
 from streams.care.followup import DispositionClass, TaskKind, plan_followup
@@ -1020,9 +1027,11 @@ def _with_fhir(output: BaseModel, ev: CanonicalEvent | None) -> BaseModel:
 # --------------------------------------------------------------------------- team stage
 
 
-def apply_team(state: TeamState | None, req: TeamRequest, *, ctx: CareContext
-               ) -> tuple[TeamState, list[Emit]]:
-    """Apply one request to one team's caseload. Time is the request's own."""
+def apply_team(state: Caseload | None, req: TeamRequest, *, ctx: CareContext
+               ) -> tuple[Caseload, list[Emit]]:
+    """Apply one request to one team's caseload (None: the team holds nothing yet).
+    Time is the request's own. A :class:`streams.care.assignment.CaseloadView` comes
+    back as a view whose ``changes`` and ``totals`` the caller stores."""
     out: list[Emit] = []
     base = state  # assign/release/update_points never mutate their argument
     if req.op == "release":

@@ -18,7 +18,7 @@ from schemas import topics
 from schemas.canonical import CanonicalEvent
 from schemas.care import AssignmentOutput, FlagOutput, TaskUpdate, TeamRequest, dump_output
 from schemas.referrals import ReferralCommand, ReferralOutput
-from streams.care.assignment import TeamState
+from streams.care.assignment import CaseloadView, EpisodeLoad, TeamState, TeamTotals
 from streams.care.engine import (
     OUTPUT_TOPICS,
     CareContext,
@@ -66,9 +66,23 @@ class OfflineRun:
         self.referral_ctx = referrals
         self.referral_states: dict[str, ReferralPatientState] = {}
         self.patients: dict[str, PatientState] = {}
-        self.teams: dict[str, TeamState] = {}
+        self.teams: dict[str, CaseloadView] = {}
+        """Team id -> its caseload: totals over rows kept in :attr:`team_rows`."""
+        self.team_rows: dict[str, dict[str, EpisodeLoad]] = {}
         self.outputs: list[Any] = []
         self.clock: datetime | None = None
+
+    def load_team(self, state: TeamState) -> None:
+        """Hold a team's caseload given as one value (a stored state of older workers)."""
+        rows = self.team_rows[state.team_id] = dict(state.episodes)
+        self.teams[state.team_id] = CaseloadView(state.totals, rows.get)
+
+    def _team(self, team_id: str) -> CaseloadView:
+        found = self.teams.get(team_id)
+        if found is None:
+            rows = self.team_rows[team_id] = {}
+            found = self.teams[team_id] = CaseloadView(TeamTotals(team_id=team_id), rows.get)
+        return found
 
     def event(self, ev: CanonicalEvent, *, tick: bool = True) -> list[Any]:
         """Apply one canonical event (after a timer pass at its time when ``tick``)."""
@@ -153,7 +167,17 @@ class OfflineRun:
                 continue
             if topic == _REQUESTS:
                 assert isinstance(msg, TeamRequest)
-                team, emits = apply_team(self.teams.get(key), msg, ctx=self.ctx)
+                # As the worker stores it: the decision's rows, then the team's totals.
+                team, emits = apply_team(self._team(key), msg, ctx=self.ctx)
+                assert isinstance(team, CaseloadView)
+                if team.changes:
+                    rows = self.team_rows[key]
+                    for episode_key, row in team.changes.items():
+                        if row is None:
+                            rows.pop(episode_key, None)
+                        else:
+                            rows[episode_key] = row
+                    team = CaseloadView(team.totals, rows.get)
                 self.teams[key] = team
             else:
                 if referrals and (topic == _EVENTS or (

@@ -27,8 +27,10 @@ from schemas.care import AssignmentOutput, FlagOutput, TaskOutput, TeamRequest
 from streams.care.assignment import (
     AssignmentConfig,
     AssignmentRequest,
+    CaseloadView,
     EpisodeLoad,
     TeamState,
+    TeamTotals,
     _members_eligibility,
     _on_shift,
     assign,
@@ -97,22 +99,38 @@ def test_carried_load_totals_agree_with_a_recount(ops: list[tuple[str, int, str]
     cfg = AssignmentConfig()
     now = datetime(2026, 11, 3, 15, tzinfo=UTC)  # a Tuesday afternoon in New York
     state = TeamState(team_id="medsurg")
+    # The stored form (totals carried, rows in a store) side by side with the value.
+    rows: dict[str, EpisodeLoad] = {}
+    view = CaseloadView(TeamTotals(team_id="medsurg"), rows.get)
     for n, (op, episode, level) in enumerate(ops):
         key = f"GENHOSP|V{episode}"
         if op == "assign":
-            state, _ = assign(state, AssignmentRequest(
+            req = AssignmentRequest(
                 episode_key=key, team_id="medsurg", risk_level=level, payer_ids=(),
                 language=None, specialty=None, continuity_manager_id=None,
-                continuity_at=None, cause_event_id=f"c{n}"),
-                now=now + timedelta(minutes=n), roster=roster, cfg=cfg)
+                continuity_at=None, cause_event_id=f"c{n}")
+            at = now + timedelta(minutes=n)
+            state, d = assign(state, req, now=at, roster=roster, cfg=cfg)
+            view, d2 = assign(view, req, now=at, roster=roster, cfg=cfg)
+            assert d == d2
         elif op == "release":
-            state, _ = release(state, key)
+            state, d = release(state, key)
+            view, d2 = release(view, key)
+            assert d == d2
         else:
             state = update_points(state, key, level, cfg)
+            view = update_points(view, key, level, cfg)
+        for k, row in view.changes.items():
+            if row is None:
+                rows.pop(k, None)
+            else:
+                rows[k] = row
+        view = CaseloadView(view.totals, rows.get)
         recount = TeamState.model_validate_json(state.model_dump_json())
         assert state.loads() == recount.loads()
         assert all(state.load(m.id) == recount.load(m.id) for m in roster.managers)
         assert state == recount
+        assert view.totals == recount.totals and rows == recount.episodes
 
 
 def test_a_copy_with_other_episodes_recounts() -> None:

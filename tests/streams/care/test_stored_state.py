@@ -52,8 +52,8 @@ def test_old_states_decide_what_the_old_engine_decided(stored: dict[str, Any]) -
     run = OfflineRun(ctx)
     for key, raw in stored["patients"].items():
         run.patients[key] = PatientState.model_validate_json(raw)
-    for key, raw in stored["teams"].items():
-        run.teams[key] = TeamState.model_validate_json(raw)
+    for raw in stored["teams"].values():
+        run.load_team(TeamState.model_validate_json(raw))
     run.clock = datetime.fromisoformat(stored["clock"])
     events = list(map_files([str(HERE / "journeys" / f) for f in stored["next_files"]],
                             default_tz="America/New_York", received_at=T0))
