@@ -100,7 +100,8 @@ def cmd_roster(args: argparse.Namespace) -> int:
 def cmd_feed(args: argparse.Namespace) -> int:
     from hub.feed import FeedConfig, generate
 
-    cfg = FeedConfig(patients=args.patients, seed=args.seed, bad_messages=args.bad)
+    cfg = FeedConfig(patients=args.patients, seed=args.seed, bad_messages=args.bad,
+                     mix=args.mix)
     data = b"\n".join(generate(cfg))
     if args.out == "-":
         sys.stdout.buffer.write(data + b"\n")
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=20)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--bad", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--mix", choices=["journeys", "hospital"], default="journeys",
+                   help="inpatient journeys only, or inside a hospital's everyday traffic "
+                        "(A08 48%%, A31 30%%, A04 17%%, A01 1%%)")
     p.add_argument("--out", default="-")
     p.set_defaults(func=cmd_feed)
 

@@ -1,9 +1,17 @@
 """Synthetic ADT feed for demos, benchmarks and tests: deterministic for a seed.
 
-Every patient, name and identifier here is invented. The mix follows what a real
-hospital sends (REFERENCE.md: A08 updates dominate, admits are rare) scaled to journeys:
-ED registration, admission with diagnoses, transfer, updates, discharge; plus a few
-deliberately bad messages so the dead-letter path shows up in a demo.
+Every patient, name and identifier here is invented. Two mixes:
+
+* ``journeys`` (the default, the demo's): only inpatient journeys, each an ED
+  registration (most), an admission with diagnoses, sometimes a transfer, an update and
+  a discharge. Every message is one the care rules act on: the costly end.
+* ``hospital``: the same journeys inside a hospital's everyday traffic, in the
+  proportions REFERENCE.md records for one hospital's day (A08 48%, A31 30%, A04 17%,
+  A01 1%): outpatient registrations and their updates, person updates (A31) of
+  outpatients and inpatients, and updates of inpatients that change nothing the care
+  rules read (a bed or attending change).
+
+Plus a few deliberately bad messages so the dead-letter path shows up in a demo.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 FAMILY = ["RIVERA", "CHEN", "OKAFOR", "NOVAK", "HASSAN", "KOWALSKI", "SANTOS", "MURPHY",
           "IBARRA", "LINDQVIST", "MBEKI", "TANAKA", "DUBOIS", "ROSSI", "PATEL", "NGUYEN"]
@@ -38,6 +47,9 @@ class FeedConfig:
     facility: str = "GENHOSP"
     start: datetime = datetime(2026, 11, 2, 8, 0)
     bad_messages: bool = True
+    mix: Literal["journeys", "hospital"] = "journeys"
+    """``patients`` is the number of inpatient journeys either way (see the module
+    docstring); ``hospital`` adds about 99 everyday messages per journey around them."""
 
 
 _FEED_ZONE = timezone(timedelta(hours=-5))
@@ -98,6 +110,7 @@ def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
     """Yield raw HL7 v2.5.1 messages (CR-separated, unframed) in time order."""
     rnd = random.Random(cfg.seed)
     messages: list[tuple[datetime, bytes]] = []
+    stays: list[_Admitted] = []
     control = 1000
     for n in range(cfg.patients):
         mrn = f"MRN{100000 + n}"
@@ -128,6 +141,7 @@ def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
         messages.append((t, _msg(cfg, "A01", f"C{control}", t, pid, pv1("I", unit, t),
                                  dg1 + in1)))
         moved = t + timedelta(hours=rnd.randint(6, 30))
+        stays.append(_Admitted(pid, visit, unit, t, moved, emergent, room))
         if rnd.random() < 0.4:
             new_unit = rnd.choice([u for u in UNITS if u != unit])
             control += 1
@@ -142,10 +156,95 @@ def generate(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
         control += 1
         messages.append((out, _msg(cfg, "A03", f"C{control}", out, pid,
                                    pv1("I", unit, t, out, rnd.choice(DISPOSITIONS)), dg1)))
+    if cfg.mix == "hospital":
+        messages.extend(_everyday(cfg, control, stays))
     messages.sort(key=lambda m: m[0])
     yield from (m for _, m in messages)
     if cfg.bad_messages:
         yield from bad_messages(cfg)
+
+
+# Everyday messages per inpatient journey, for REFERENCE.md's day (A08 48%, A31 30%,
+# A04 17%, A01 1% of 219,564): a journey already sends one A01, one A08 and (60% of
+# them) an ED A04, so these make up the rest of each share.
+_EVERYDAY_PER_ADMIT = {"A04": 16.4, "A08": 47.0, "A31": 30.0}
+_CLINICS = ["CARDCLINIC", "PULMCLINIC", "LAB", "RADIOLOGY", "INFUSION", "PCP"]
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """An inpatient journey of :func:`generate`, as far as its everyday updates need it."""
+
+    pid: str
+    visit: str
+    unit: str
+    admitted: datetime
+    moved: datetime
+    """Its transfer time, if it has one: updates come before it, on ``unit``."""
+    emergent: bool
+    room: int
+
+
+def _everyday(cfg: FeedConfig, control: int, stays: list[_Admitted]
+              ) -> list[tuple[datetime, bytes]]:
+    """A hospital's everyday traffic around the inpatient journeys ``stays`` (its own
+    random stream: the journeys' bytes do not depend on it)."""
+    rnd = random.Random(cfg.seed * 7919 + 1)
+    admits = cfg.patients
+    span_s = int(timedelta(days=12).total_seconds())
+    out: list[tuple[datetime, bytes]] = []
+    visits: list[tuple[str, str, datetime, int]] = []  # (pid, visit, arrival, room)
+    people = max(1, admits * 10)  # outpatients; they come back for several visits
+    pids: dict[int, str] = {}
+
+    def person(n: int) -> str:
+        if n not in pids:
+            pids[n] = _pid(rnd, f"MRN{500000 + n}", cfg.facility)
+        return pids[n]
+
+    def when() -> datetime:
+        return cfg.start + timedelta(seconds=rnd.randint(0, span_s))
+
+    for n in range(round(admits * _EVERYDAY_PER_ADMIT["A04"])):
+        control += 1
+        at, who, room = when(), rnd.randrange(people), rnd.randint(1, 60)
+        visit = f"O{300000 + n}"
+        pid = person(who)
+        visits.append((pid, visit, at, room))
+        out.append((at, _msg(cfg, "A04", f"C{control}", at, pid,
+                             _pv1(cfg.facility, room, False, "O", rnd.choice(_CLINICS), visit,
+                                  at), [])))
+    for _ in range(round(admits * _EVERYDAY_PER_ADMIT["A08"])):
+        control += 1
+        if rnd.random() < 0.9 or not stays:
+            # An outpatient visit's update (insurance, attending, check-out time).
+            pid, visit, arrival, room = rnd.choice(visits)
+            at = arrival + timedelta(minutes=rnd.randint(1, 240))
+            pv1 = _pv1(cfg.facility, room, False, "O", "CLINIC", visit, arrival)
+        else:
+            # An inpatient's bed change before any transfer: same patient, visit, unit
+            # and admission, another room; nothing the care rules read.
+            stay = rnd.choice(stays)
+            window = int((stay.moved - stay.admitted).total_seconds()) - 600
+            at = stay.admitted + timedelta(seconds=300 + rnd.randint(0, max(window, 0)))
+            pid = stay.pid
+            pv1 = _pv1(cfg.facility, stay.room + rnd.randint(1, 9), stay.emergent, "I",
+                       stay.unit, stay.visit, stay.admitted)
+        out.append((at, _msg(cfg, "A08", f"C{control}", at, pid, pv1, [])))
+    for _ in range(round(admits * _EVERYDAY_PER_ADMIT["A31"])):
+        control += 1
+        at = when()
+        pid = person(rnd.randrange(people))
+        out.append((at, _msg31(cfg, f"C{control}", at, pid)))
+    return out
+
+
+def _msg31(cfg: FeedConfig, control: str, at: datetime, pid: str) -> bytes:
+    """An A31 (update person information): no visit, PV1 present but empty."""
+    return (f"MSH|^~\\&|EPICADT|{cfg.facility}|CAREHUB|HUB|{_ts(at)}||ADT^A31^ADT_A05"
+            f"|{control}|P|2.5.1\r"
+            f"EVN|A31|{_ts(at)}\r{pid}\rPD1||||1234567890^WELBY^MARCUS^^^DR^MD\r"
+            "PV1|1|N\r").encode()
 
 
 def bad_messages(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:
