@@ -14,7 +14,11 @@
   topic for every worker (a faust GlobalTable over it hung the worker's start-up, as
   faust's own docs warn), so a roster change applies without a restart.
 * A timer asks each active partition for a tick (tables are only written from inside
-  stream iteration, on the partition that owns the key).
+  stream iteration, on the partition that owns the key). Beside each patient the table
+  ``episodes-due`` keeps when the timer next has anything to do for them
+  (:func:`streams.care.due.next_tick_at`) and their open and overdue task counts, so a
+  tick reads only the states that are due; the first tick of a partition in a process
+  reads them all once (states stored by older workers have no mark yet).
 
 Order of one input's work, and why (at-least-once, effectively-once):
 1. Apply the pure rules to the stored state.
@@ -43,6 +47,7 @@ from schemas.care import TICK_KEY, TeamRequest
 from schemas.errors import ErrorCode, MappingError
 from streams.care.assignment import Caseload, CaseloadView, EpisodeLoad, TeamState, TeamTotals
 from streams.care.config import CareConfig, parse_rules
+from streams.care.due import next_tick_at, task_counts
 from streams.care.engine import (
     CareContext,
     Emit,
@@ -52,7 +57,7 @@ from streams.care.engine import (
     tick_patient,
 )
 from streams.care.roster import Roster, parse_roster
-from streams.care.state import OPEN_TASK_STATUSES, PatientState
+from streams.care.state import PatientState
 from streams.config import StreamsConfig
 from streams.raw import raw_schema, raw_table
 
@@ -63,6 +68,7 @@ EPISODES_TABLE = "episodes"
 CASELOADS_AGENT = "caseloads"
 CASELOADS_TABLE = "caseloads"
 CASELOAD_ROWS_TABLE = "caseload-episodes"
+EPISODES_DUE_TABLE = "episodes-due"
 
 DeadLetterFn = Callable[[EventT, str, MappingError], Awaitable[None]]
 
@@ -150,6 +156,9 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
     episodes = raw_table(app, EPISODES_TABLE, partitions=partitions)
     caseloads = raw_table(app, CASELOADS_TABLE, partitions=partitions)
     caseload_rows = raw_table(app, CASELOAD_ROWS_TABLE, partitions=partitions)
+    due = raw_table(app, EPISODES_DUE_TABLE, partitions=partitions)
+    swept: set[int] = set()
+    """Partitions this process has ticked over in full once (see ``tick``)."""
     cache: dict[str, Any] = {"raw": None, "ctx": CareContext(config=config, roster=file_roster)}
 
     def context() -> CareContext:
@@ -178,24 +187,54 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         if pending:
             await asyncio.gather(*pending)
 
+    def mark_due(key: Any, state: PatientState, partition: int, ctx: CareContext) -> None:
+        value = due_value(state, partition, ctx.config)
+        if due.get(key) != value:
+            due[key] = value
+
+    async def tick_one(key: Any, state: PatientState, partition: int, now: datetime,
+                       ctx: CareContext) -> PatientState:
+        new, emits = tick_patient(state, now=now, ctx=ctx)
+        _log_merge_wait(state, new, key, partition, None)
+        await publish(emits)
+        if new != state:
+            episodes[key] = new.model_dump_json(exclude_none=True).encode()
+        mark_due(key, new, partition, ctx)
+        return new
+
     async def tick(partition: int) -> None:
         now = datetime.now(UTC)
         ctx = context()
         open_tasks = overdue = 0
-        for key, raw in list(episodes.items()):
-            state = PatientState.model_validate_json(raw)
-            if state.partition != partition:
-                continue
-            new, emits = tick_patient(state, now=now, ctx=ctx)
-            _log_merge_wait(state, new, key, partition, None)
-            await publish(emits)
-            if new != state:
-                episodes[key] = new.model_dump_json(exclude_none=True).encode()
-            for ep in new.episodes.values():
-                for t in ep.tasks.values():
-                    if t.status in OPEN_TASK_STATUSES:
-                        open_tasks += 1
-                        overdue += int(t.escalated)
+        if partition not in swept:
+            # Once per partition per process: every stored state, which also writes the
+            # due marks a state stored by an older worker lacks. Afterwards only the
+            # patients whose due time has come are read.
+            read = 0
+            for key, raw in list(episodes.items()):
+                state = PatientState.model_validate_json(raw)
+                if state.partition != partition:
+                    continue
+                read += 1
+                counts = task_counts(await tick_one(key, state, partition, now, ctx))
+                open_tasks, overdue = open_tasks + counts[0], overdue + counts[1]
+            swept.add(partition)
+            log.info("care_tick_swept", partition=partition, records=read)
+        else:
+            now_us = _micros(now)
+            for key, mark in list(due.items()):
+                part, at, opened, escalated = mark.split(b"|")
+                if int(part) != partition:
+                    continue
+                if at and int(at) <= now_us:
+                    raw = episodes.get(key)
+                    if raw:
+                        state = PatientState.model_validate_json(raw)
+                        opened_n, escalated_n = task_counts(
+                            await tick_one(key, state, partition, now, ctx))
+                        open_tasks, overdue = open_tasks + opened_n, overdue + escalated_n
+                        continue
+                open_tasks, overdue = open_tasks + int(opened), overdue + int(escalated)
         figures.open_tasks, figures.overdue_tasks = open_tasks, overdue
 
     async def on_patient_input(event: EventT) -> None:
@@ -208,11 +247,13 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         key = (event.key or b"").decode()
         raw = episodes.get(event.key)
         state = PatientState.model_validate_json(raw) if raw else None
-        new, emits = apply_patient(state, key, inp, now=datetime.now(UTC), ctx=context())
+        ctx = context()
+        new, emits = apply_patient(state, key, inp, now=datetime.now(UTC), ctx=ctx)
         _log_merge_wait(state, new, event.key, msg.partition, msg.offset)
         new.partition = msg.partition
         await publish(emits)
         episodes[event.key] = new.model_dump_json(exclude_none=True).encode()
+        mark_due(event.key, new, msg.partition, ctx)
 
     async def on_team_request(event: EventT) -> None:
         req = TeamRequest.model_validate_json(event.value)
@@ -268,6 +309,20 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
 _COUNTED = {catalogue.CARE_FLAGS.name: "flag", catalogue.CARE_ASSIGNMENTS.name: "assignment",
             catalogue.CARE_TASKS.name: "task", catalogue.CARE_ESCALATIONS.name: "escalation",
             catalogue.CARE_NOTIFICATIONS.name: "notification"}
+
+
+def _micros(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+def due_value(state: PatientState, partition: int, config: CareConfig) -> bytes:
+    """The ``episodes-due`` mark of a patient: ``partition|due|open|overdue`` with the
+    next tick time in microseconds since the epoch (empty: never due) and the open and
+    escalated task counts the timer reports without reading the state."""
+    at = next_tick_at(state, config)
+    opened, escalated = task_counts(state)
+    return (f"{partition}|{_micros(at) if at is not None else ''}|{opened}|{escalated}"
+            .encode())
 
 
 def _row_key(team: str, episode_key: str) -> bytes:

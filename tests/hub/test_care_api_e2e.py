@@ -8,6 +8,7 @@ care.tasks, the episode closes and its caseload is released (care.assignments).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,45 @@ async def test_tasks_completed_over_http_close_the_episode(kafka_bootstrap: str,
         assert "task_update_accepted" in log
         for token in (MRN, "TASKCANARY", STAFF):
             assert token not in log, f"{token!r} leaked into the log"
+
+
+async def test_the_timer_escalates_tasks_that_fall_due_after_its_first_pass(
+        kafka_bootstrap: str, kafka_idempotent: bool, tmp_path: Path) -> None:
+    """After its first full pass the timer reads only the patients due
+    (``episodes-due``): a discharge arriving later, its contact task already overdue,
+    must still be escalated, once."""
+    env = {"HUB_CARE_TICK_INTERVAL_S": "1"}
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Discharged a week ago: the 2-business-day contact is overdue, the 30-day follow-up
+    # period is not over (the episode stays open).
+    admitted, discharged = now - timedelta(days=10), now - timedelta(days=7)
+    with hub_process(kafka_bootstrap, idempotent=kafka_idempotent, env=env,
+                     tmp=tmp_path) as hub:
+        await wait_ready(hub, hub.http)
+        await eventually(_async(lambda: "care_tick_swept" in hub.log_text()), 60,
+                         "the timer's first full pass")
+        await asyncio.sleep(2)  # every partition's first pass is behind us
+        settings = hub.settings
+        async with MllpClient("127.0.0.1", settings.mllp_port, timeout=30) as client:
+            for msg in (_adt("A01", "E2EDUE1", admitted, admitted, None),
+                        _adt("A03", "E2EDUE2", discharged, admitted, discharged)):
+                ack = await client.send(msg)
+                assert b"MSA|AA" in ack, ack
+
+        async def overdue() -> Any:
+            rows = [orjson.loads(r.value or b"") for r in
+                    await read_topic(settings, "care.escalations", timeout=5)]
+            return [e for e in rows if e["encounter_key"] == EPISODE
+                    and e["rule"] == "task.overdue"]
+
+        found = await eventually(overdue, 60, "the overdue task's escalation")
+        await asyncio.sleep(3)  # more ticks: none may escalate it again
+        again = await overdue()
+        assert len({e["task_id"] for e in found}) == len(again) >= 1, again
+        assert "care_tick_swept" in hub.log_text()
+
+
+def _async(fn: Any) -> Any:
+    async def call() -> Any:
+        return fn()
+    return call
