@@ -52,6 +52,15 @@ def _adt(trigger: str, control: str, at: datetime, admitted: datetime,
     ).encode()
 
 
+async def _admit_and_discharge(hub: HubProcess, control: str, admitted: datetime,
+                               discharged: datetime) -> None:
+    async with MllpClient("127.0.0.1", hub.settings.mllp_port, timeout=30) as client:
+        for msg in (_adt("A01", f"{control}1", admitted, admitted, None),
+                    _adt("A03", f"{control}2", discharged, admitted, discharged)):
+            ack = await client.send(msg)
+            assert b"MSA|AA" in ack, ack
+
+
 async def _call(http: aiohttp.ClientSession, hub: HubProcess, method: str, path: str,
                 body: Any = None, token: str | None = STAFF) -> tuple[int, Any]:
     return await live_call(http, hub.http, method, path, token, body)
@@ -68,11 +77,7 @@ async def test_tasks_completed_over_http_close_the_episode(kafka_bootstrap: str,
                      tmp=tmp_path) as hub:
         await wait_ready(hub, hub.http)
         settings = hub.settings
-        async with MllpClient("127.0.0.1", settings.mllp_port, timeout=30) as client:
-            for msg in (_adt("A01", "E2ETASK1", admitted, admitted, None),
-                        _adt("A03", "E2ETASK2", discharged, admitted, discharged)):
-                ack = await client.send(msg)
-                assert b"MSA|AA" in ack, ack
+        await _admit_and_discharge(hub, "E2ETASK", admitted, discharged)
         async with aiohttp.ClientSession() as http:
             async def open_tasks() -> Any:
                 status, body = await _call(http, hub, "GET", "/care/tasks?status=open")
@@ -151,11 +156,7 @@ async def test_the_timer_escalates_tasks_that_fall_due_after_its_first_pass(
                          "the timer's first full pass")
         await asyncio.sleep(2)  # every partition's first pass is behind us
         settings = hub.settings
-        async with MllpClient("127.0.0.1", settings.mllp_port, timeout=30) as client:
-            for msg in (_adt("A01", "E2EDUE1", admitted, admitted, None),
-                        _adt("A03", "E2EDUE2", discharged, admitted, discharged)):
-                ack = await client.send(msg)
-                assert b"MSA|AA" in ack, ack
+        await _admit_and_discharge(hub, "E2EDUE", admitted, discharged)
 
         async def overdue() -> Any:
             rows = [orjson.loads(r.value or b"") for r in
