@@ -33,7 +33,7 @@ are all "zh": the table is coarse there, see :data:`LANGUAGE_ALIASES`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
 from typing import Any, Literal, Protocol, Self, TypeVar
@@ -342,8 +342,11 @@ class CaseloadView:
 
     def with_episode(self, episode_key: str, episode: EpisodeLoad | None) -> Self:
         old = self.episode(episode_key)
-        return replace(self, totals=self.totals.moved(old, episode),
-                       changes={**self.changes, episode_key: episode})
+        # dataclasses.replace(self, totals=..., changes=...) without its per-field
+        # introspection (a view is made per decision).
+        return frozen_instance(type(self), totals=self.totals.moved(old, episode),
+                               lookup=self.lookup,
+                               changes={**self.changes, episode_key: episode})
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,10 @@ from streams.care.risk import Factor as RiskFactor
 from streams.care.risk import (
     LaceResult,
     RiskFlag,
-    RiskInput,
     RiskResult,
     assess_facts,
     emergent_reason,
-    risk_facts,
+    risk_facts_of,
 )
 from streams.care.roster import Roster, teams_for
 from streams.care.state import (
@@ -342,12 +341,16 @@ def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext
 def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareContext,
               out: _Emits) -> None:
     pat = ev.patient
-    if pat.primary_care_provider is not None and pat.primary_care_provider.id:
-        p.pcp_id = pat.primary_care_provider.id
+    # p is the step's own copy (apply_patient): its fields are written straight into its
+    # __dict__, as _put does (pydantic's __setattr__ dispatch was ~4 calls per event).
+    fields = p.__dict__
+    pcp = pat.primary_care_provider
+    if pcp is not None and pcp.id:
+        fields["pcp_id"] = pcp.id
     if pat.language:
-        p.language = pat.language
+        fields["language"] = pat.language
     if pat.protection_indicator is not None:
-        p.protection = pat.protection_indicator
+        fields["protection"] = pat.protection_indicator
     if ev.kind == EventKind.MERGE:
         if ev.merge is not None and ev.merge.prior_patient_key != p.key:
             out.append(Emit(topics.CARE_EPISODE_COMMANDS.name, ev.merge.prior_patient_key,
@@ -393,10 +396,10 @@ def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareConte
         if kind == EventKind.UPDATE and ep.counts_for_care():
             _flag(p, ep, ev, "discharge", ctx, out)
         return
-    ep.status = "active"
+    ep.__dict__["status"] = "active"  # the step's own copy (_episode_for): see _put
     if starts_care:
         if was_class == "emergency":
-            ep.emergent, ep.emergent_reason = True, "admitted from the emergency department"
+            _put(ep, emergent=True, emergent_reason="admitted from the emergency department")
         _admission(p, ep, ev, ctx, out, notify=kind in _NOTIFIES_ADMIT)
         if kind == EventKind.TRANSFER:
             _notify(p, ep, ev, "notification-transfer", ctx, out)
@@ -482,20 +485,24 @@ def _diagnosis_order(d: tuple[str, str | None]) -> tuple[str, str]:
 
 def _admission(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareContext,
                out: _Emits, *, notify: bool) -> None:
-    ep.status = "active" if ep.status in ("new", "preadmit") else ep.status
+    fields = ep.__dict__  # the step's own copy: written as _put writes
+    if fields["status"] in ("new", "preadmit"):
+        fields["status"] = "active"
     admit = ep.admit_at or ev.occurred_at
     cfg = ctx.config.risk
     if not ep.emergent:
         why = emergent_reason(ep.admission_type, ep.admit_source, cfg)
         if why is not None:
-            ep.emergent, ep.emergent_reason = True, why
+            _put(ep, emergent=True, emergent_reason=why)
         elif _led_by_ed_visit(p, ep, admit):
-            ep.emergent, ep.emergent_reason = True, "emergency department visit before admission"
+            _put(ep, emergent=True,
+                 emergent_reason="emergency department visit before admission")
     # A readmission interrupts the previous discharge's follow-up: its open tasks end.
     for other in list(p.episodes.values()):
         if other.key != ep.key:
             _cancel_tasks(p, other, ev, "readmitted", ctx, out, rule="task.cancel.readmission")
-    ep.risk_as_of = ep.risk_as_of or max(admit, min(ev.occurred_at, admit + timedelta(days=1)))
+    fields["risk_as_of"] = ep.risk_as_of or max(admit, min(ev.occurred_at,
+                                                           admit + timedelta(days=1)))
     _flag(p, ep, ev, "admission", ctx, out)
     _request_assignment(p, ep, ev, ctx, out)
     if notify:
@@ -535,7 +542,7 @@ def _discharge(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, ctx: CareC
             _request_assignment(p, ep, ev, ctx, out)
     elif ep.assignment in ("requested", "assigned") and ep.team and \
             ep.points_level != ep.risk_level:
-        ep.points_level = ep.risk_level
+        ep.__dict__["points_level"] = ep.risk_level
         out.append(Emit(topics.CARE_ASSIGNMENT_REQUESTS.name, ep.team, _team_request(
             p, ep, ev, "update_points")))
     if no_followup:
@@ -617,7 +624,7 @@ def _maybe_close(p: PatientState, ep: EpisodeState, now: datetime, ctx: CareCont
             return
     discharged_at = ep.discharge_at
     ep = _own(p, ep, out)
-    ep.status, ep.closed_at = "closed", now
+    _put(ep, status="closed", closed_at=now)
     if ep.team and ep.assignment in ("requested", "assigned", "unassigned"):
         ep.assignment = "released"
         cause = derive_id("episode-close", p.key, ep.key, discharged_at.isoformat())
@@ -711,11 +718,12 @@ def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx
     as_of = (ep.discharge_at or ev.occurred_at) if final else (ep.risk_as_of or ev.occurred_at)
     admit = ep.admit_at or as_of
     this = ep.key
-    prior_ed = tuple(t for k, t in p.ed_visits.items()
-                     if k != this and t < admit and
-                     not admit - t <= ED_LEADS_TO_ADMISSION) if p.ed_visits else ()
-    prior_discharges = tuple(t for k, t in p.discharges.items()
-                             if k != this and t <= admit) if p.discharges else ()
+    # tuple([...]) rather than tuple(generator): no generator frame per item.
+    prior_ed = tuple([t for k, t in p.ed_visits.items()
+                      if k != this and t < admit and
+                      not admit - t <= ED_LEADS_TO_ADMISSION]) if p.ed_visits else ()
+    prior_discharges = tuple([t for k, t in p.discharges.items()
+                              if k != this and t <= admit]) if p.discharges else ()
     # Memoized twice over. By input: an update that changes nothing the rules read (most
     # A08s) asks again with an equal one. By facts (what the rules read once times are
     # counted in days): patients alike in those share an assessment. Equal inputs or
@@ -726,11 +734,9 @@ def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx
     a = memo.get(key)
     if a is None:
         cfg = ctx.config.risk
-        facts = risk_facts(RiskInput(
-            admit_at=ep.admit_at, as_of=as_of, tz=ep.tz, emergent=ep.emergent,
-            emergent_reason=ep.emergent_reason, diagnoses=key[6], prior_ed_visits=prior_ed,
-            prior_discharges=prior_discharges, discharge_disposition=key[9], final=final),
-            cfg)
+        # risk_facts(RiskInput(...)) without building the RiskInput.
+        facts = risk_facts_of(ep.admit_at, as_of, ep.tz, ep.emergent, ep.emergent_reason,
+                              key[6], prior_ed, prior_discharges, key[9], final, cfg)
         a = memo.get((stage, facts))
         if len(memo) >= _ASSESSMENTS_MAX:
             memo.clear()
@@ -820,12 +826,13 @@ def _on_assignment(p: PatientState, a: AssignmentOutput, ctx: CareContext,
     if ep is None:
         return
     ep = _own(p, ep, out)
+    fields = ep.__dict__  # the step's own copy: written as _put writes
     if a.status == "released":
-        ep.assignment = "released"
+        fields["assignment"] = "released"
         return
     if a.status == "unassigned":
         if ep.assignment == "requested":
-            ep.assignment = "unassigned"
+            fields["assignment"] = "unassigned"
         return
     if ep.status in ("cancelled", "closed") or ep.assignment == "released":
         # Cancelled while the request was in flight: hand the caseload straight back.
@@ -837,11 +844,12 @@ def _on_assignment(p: PatientState, a: AssignmentOutput, ctx: CareContext,
     _put(ep, assignment="assigned", manager_id=a.manager_id)
     if a.manager_id and a.team and (p.last_manager is None or
                                      p.last_manager.at <= a.decided_at):
-        p.last_manager = _ManagerLink(manager_id=a.manager_id, team=a.team, at=a.decided_at)
+        p.__dict__["last_manager"] = _ManagerLink(manager_id=a.manager_id, team=a.team,
+                                                  at=a.decided_at)
     for t in ep.tasks.values():
         if t.status in OPEN_TASK_STATUSES and t.owner != a.manager_id:
             t = _own_task(ep, t, out)
-            t.owner = a.manager_id
+            t.__dict__["owner"] = a.manager_id  # the step's own copy: see _put
             _emit_task(p, ep, t, None, derive_id(a.id, "task.owner", t.task_id), "task.owner",
                        a.decided_at, ctx, out)
 
@@ -862,7 +870,7 @@ def _emit_task(p: PatientState, ep: EpisodeState, t: TaskState, ev: CanonicalEve
 def _set_task(p: PatientState, ep: EpisodeState, t: TaskState, status: str, reason: str | None,
               ev: CanonicalEvent, rule: str, ctx: CareContext, out: _Emits) -> None:
     t = _own_task(ep, t, out)
-    t.status, t.status_reason = status, reason
+    _put(t, status=status, status_reason=reason)
     _emit_task(p, ep, t, ev, derive_id(ev.event_id, rule, t.task_id), rule, ev.occurred_at,
                ctx, out)
 

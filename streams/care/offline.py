@@ -29,6 +29,7 @@ from streams.care.engine import (
     tick_patient,
 )
 from streams.care.state import PatientState
+from streams.care.trusted import frozen_instance
 from streams.referrals.engine import ReferralContext, ReferralInput, apply_referral
 from streams.referrals.state import ReferralPatientState
 
@@ -177,7 +178,10 @@ class OfflineRun:
                             rows.pop(episode_key, None)
                         else:
                             rows[episode_key] = row
-                    team = CaseloadView(team.totals, rows.get)
+                    # CaseloadView(team.totals, rows.get), as trusted.frozen_instance builds
+                    # it (one per assignment).
+                    team = frozen_instance(CaseloadView, totals=team.totals, lookup=rows.get,
+                                           changes={})
                 self.teams[key] = team
             else:
                 if referrals and (topic == _EVENTS or (

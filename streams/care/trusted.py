@@ -130,7 +130,9 @@ def evolve(model: M, /, **changes: Any) -> M:
     Copies the instance's whole ``__dict__``: not for a model caching derived values
     there (``TeamState`` replaces its ``_totals`` after copying)."""
     cls = type(model)
-    fields_set = _all_fields(cls)
+    # The memo read in line (a copy is made per input and per episode written); the
+    # first copy of a class goes through _all_fields' checks.
+    fields_set = _ALL_FIELDS.get(cls) or _all_fields(cls)
     obj = _new(cls)
     data = model.__dict__.copy()
     if changes:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -42,7 +43,15 @@ from streams.care.charlson import diagnoses_key
 from streams.care.engine import CareContext, _assessed, _signature
 from streams.care.followup import TaskKind
 from streams.care.offline import OfflineRun, summary_line
-from streams.care.risk import RiskConfig, RiskFacts, assess_facts
+from streams.care.risk import (
+    RiskConfig,
+    RiskFacts,
+    RiskInput,
+    RiskResult,
+    assess_facts,
+    risk_facts,
+    risk_facts_of,
+)
 from streams.care.roster import on_shift, teams_for
 from streams.care.state import EpisodeState, PatientState, TaskState
 from streams.care.trusted import constructor, evolve, frozen_instance
@@ -342,3 +351,120 @@ def test_memoized_eligibility_agrees_with_the_rule(roster: Any, language: str | 
         expected = tuple((m, eligibility_skip(m, req)) for m in roster.members(team.id))
         assert _members_eligibility(roster, req) == expected
         assert _members_eligibility(roster, req) == expected  # from the memo
+
+
+_ZONES = st.sampled_from(["America/New_York", "America/Chicago", "UTC", "Asia/Kolkata"])
+_OFFSETS = st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=2))])
+_TIMES = st.builds(lambda d, tz: d.replace(tzinfo=UTC).astimezone(tz),
+                   st.datetimes(min_value=datetime(2026, 1, 1),
+                                max_value=datetime(2026, 12, 31)), _OFFSETS)
+_INPUTS = st.builds(
+    RiskInput, admit_at=st.one_of(st.none(), _TIMES), as_of=_TIMES, tz=_ZONES,
+    emergent=st.booleans(), emergent_reason=st.sampled_from([None, "admission type E"]),
+    diagnoses=st.lists(st.sampled_from([("I50.9", "I10"), ("Z59.0", "I10"), ("R69", None)]),
+                       max_size=3, unique=True).map(tuple),
+    prior_ed_visits=st.lists(_TIMES, max_size=5).map(tuple),
+    prior_discharges=st.lists(_TIMES, max_size=4).map(tuple),
+    discharge_disposition=st.sampled_from([None, "01", "07"]), final=st.booleans())
+
+
+def _facts_as_before(inp: RiskInput, cfg: RiskConfig) -> RiskFacts:
+    """risk_facts as it was before it took its fields one by one (the general form)."""
+    zone = ZoneInfo(inp.tz)
+    as_of_date = inp.as_of.astimezone(zone).date()
+    if inp.admit_at is None:
+        ref, ref_date, los = inp.as_of, as_of_date, None
+    else:
+        ref, ref_date = inp.admit_at, inp.admit_at.astimezone(zone).date()
+        los = max(0, (as_of_date - ref_date).days)
+    ed_days = [(ref_date - v.astimezone(zone).date()).days
+               for v in inp.prior_ed_visits if v < ref]
+    readmission = None
+    before = [d for d in inp.prior_discharges if d.astimezone(zone).date() <= ref_date and
+              d <= ref]
+    if before:
+        days = (ref_date - max(before).astimezone(zone).date()).days
+        readmission = days if days <= cfg.readmission_days else None
+    return RiskFacts(
+        los=los, emergent=inp.emergent, emergent_reason=inp.emergent_reason,
+        diagnoses=diagnoses_key(inp.diagnoses),
+        ed_6m=sum(1 for d in ed_days if d <= cfg.ed_lookback_days),
+        recent_ed=sum(1 for d in ed_days if d <= cfg.frequent_ed_days),
+        readmission_days=readmission, discharge_disposition=inp.discharge_disposition,
+        final=inp.final)
+
+
+@settings(max_examples=400, deadline=None)
+@given(inp=_INPUTS)
+def test_facts_from_fields_are_the_facts_of_the_input(inp: RiskInput) -> None:
+    # The engine calls risk_facts_of with a RiskInput's fields (no RiskInput built), and
+    # it builds the RiskFacts tuple without its constructor: same facts, same class.
+    cfg = RiskConfig()
+    expected = _facts_as_before(inp, cfg)
+    facts = risk_facts_of(*(getattr(inp, f.name) for f in dataclasses.fields(inp)), cfg)
+    assert type(facts) is RiskFacts and facts == expected and facts._asdict() == \
+        expected._asdict()
+    assert risk_facts(inp, cfg) == expected
+    # The result built by frozen_instance is the one RiskResult's own __init__ builds.
+    result = assess_facts(facts, cfg)
+    rebuilt = dataclasses.replace(result)  # through RiskResult.__init__
+    assert result == rebuilt and type(result) is RiskResult
+    assert list(vars(result).items()) == list(vars(rebuilt).items())  # same order too
+
+
+def test_facts_from_fields_refuse_naive_times() -> None:
+    cfg = RiskConfig()
+    aware = datetime(2026, 3, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="aware"):
+        risk_facts_of(None, datetime(2026, 3, 1), "UTC", False, None, (), (), (), None, True,
+                      cfg)
+    with pytest.raises(ValueError, match="aware"):
+        risk_facts_of(aware, aware, "UTC", False, None, (), (datetime(2026, 2, 1),), (), None,
+                      True, cfg)
+    with pytest.raises(ValueError, match="aware"):
+        risk_facts_of(aware, aware, "UTC", False, None, (), (), (datetime(2026, 2, 1),), None,
+                      True, cfg)
+
+
+def test_caseload_views_are_the_views_their_constructor_builds() -> None:
+    # with_episode and the offline run build views with frozen_instance, not
+    # dataclasses.replace / CaseloadView(...): equal fields, same class, still frozen.
+    at = datetime(2026, 11, 3, 15, tzinfo=UTC)
+    rows = {"a": EpisodeLoad(manager_id="m", points=3, assigned_at=at)}
+    view = CaseloadView(TeamTotals(team_id="t").moved(None, rows["a"]), rows.get)
+    row = EpisodeLoad(manager_id="n", points=1, assigned_at=at)
+    moved = view.with_episode("b", row)
+    expected = dataclasses.replace(view, totals=view.totals.moved(None, row),
+                                   changes={"b": row})
+    assert type(moved) is CaseloadView and moved == expected
+    assert moved.episode("b") == row and moved.episode("a") == rows["a"]
+    gone = moved.with_episode("a", None)
+    assert gone.changes == {"b": row, "a": None} and gone.load("m") == 0
+    assert view.changes == {}  # the view it came from is unchanged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        moved.totals = view.totals  # type: ignore[misc]
+
+
+def test_states_written_in_place_keep_every_field_set() -> None:
+    # The engine writes its own copies' fields into __dict__ (no pydantic __setattr__,
+    # which would also add the name to the fields-set): every state it builds already
+    # names every field there, so the two ways of writing leave the same object.
+    ctx = CareContext(config=load_rules(None, default_tz="America/New_York"),
+                      roster=ROSTERS[1])
+    events = list(map_files([str(p) for p in sorted((HERE / "journeys").glob("*.hl7"))],
+                            default_tz="America/New_York",
+                            received_at=datetime(1970, 1, 1, tzinfo=UTC)))
+    run = OfflineRun(ctx)
+    for ev in events:
+        assert isinstance(ev, CanonicalEvent)
+        run.event(ev)
+    assert run.patients
+    for p in run.patients.values():
+        if p.merged_into:
+            continue  # a merged-away key is a validated, fresh record
+        assert p.model_fields_set == set(PatientState.model_fields)
+        assert PatientState.model_validate_json(p.model_dump_json()) == p
+        for ep in p.episodes.values():
+            assert ep.model_fields_set == set(EpisodeState.model_fields)
+            for t in ep.tasks.values():
+                assert t.model_fields_set == set(TaskState.model_fields)
