@@ -63,7 +63,7 @@ def _ts(at: datetime) -> str:
 def _msg(cfg: FeedConfig, trigger: str, control: str, at: datetime, pid: str,
          pv1: str, extra: list[str]) -> bytes:
     structure = {"A01": "ADT_A01", "A04": "ADT_A01", "A08": "ADT_A01", "A02": "ADT_A02",
-                 "A03": "ADT_A03"}.get(trigger, "ADT_A01")
+                 "A03": "ADT_A03", "A31": "ADT_A05"}.get(trigger, "ADT_A01")
     segs = [
         f"MSH|^~\\&|EPICADT|{cfg.facility}|CAREHUB|HUB|{_ts(at)}||ADT^{trigger}^{structure}"
         f"|{control}|P|2.5.1",
@@ -235,16 +235,9 @@ def _everyday(cfg: FeedConfig, control: int, stays: list[_Admitted]
         control += 1
         at = when()
         pid = person(rnd.randrange(people))
-        out.append((at, _msg31(cfg, f"C{control}", at, pid)))
+        # An A31 (update person information) has no visit: PV1 present but empty.
+        out.append((at, _msg(cfg, "A31", f"C{control}", at, pid, "PV1|1|N", [])))
     return out
-
-
-def _msg31(cfg: FeedConfig, control: str, at: datetime, pid: str) -> bytes:
-    """An A31 (update person information): no visit, PV1 present but empty."""
-    return (f"MSH|^~\\&|EPICADT|{cfg.facility}|CAREHUB|HUB|{_ts(at)}||ADT^A31^ADT_A05"
-            f"|{control}|P|2.5.1\r"
-            f"EVN|A31|{_ts(at)}\r{pid}\rPD1||||1234567890^WELBY^MARCUS^^^DR^MD\r"
-            "PV1|1|N\r").encode()
 
 
 def bad_messages(cfg: FeedConfig = FeedConfig()) -> Iterator[bytes]:

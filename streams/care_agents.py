@@ -193,14 +193,15 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
             due[key] = value
 
     async def tick_one(key: Any, state: PatientState, partition: int, now: datetime,
-                       ctx: CareContext) -> PatientState:
+                       ctx: CareContext) -> tuple[int, int]:
+        """Tick one patient; their (open, overdue) task counts afterwards."""
         new, emits = tick_patient(state, now=now, ctx=ctx)
         _log_merge_wait(state, new, key, partition, None)
         await publish(emits)
         if new != state:
             episodes[key] = new.model_dump_json(exclude_none=True).encode()
         mark_due(key, new, partition, ctx)
-        return new
+        return task_counts(new)
 
     async def tick(partition: int) -> None:
         now = datetime.now(UTC)
@@ -216,8 +217,8 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
                 if state.partition != partition:
                     continue
                 read += 1
-                counts = task_counts(await tick_one(key, state, partition, now, ctx))
-                open_tasks, overdue = open_tasks + counts[0], overdue + counts[1]
+                opened_n, escalated_n = await tick_one(key, state, partition, now, ctx)
+                open_tasks, overdue = open_tasks + opened_n, overdue + escalated_n
             swept.add(partition)
             log.info("care_tick_swept", partition=partition, records=read)
         else:
@@ -230,8 +231,8 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
                     raw = episodes.get(key)
                     if raw:
                         state = PatientState.model_validate_json(raw)
-                        opened_n, escalated_n = task_counts(
-                            await tick_one(key, state, partition, now, ctx))
+                        opened_n, escalated_n = await tick_one(key, state, partition, now,
+                                                               ctx)
                         open_tasks, overdue = open_tasks + opened_n, overdue + escalated_n
                         continue
                 open_tasks, overdue = open_tasks + int(opened), overdue + int(escalated)

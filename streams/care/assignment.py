@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any, Literal, Protocol, Self, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -46,7 +46,7 @@ from streams.care.roster import (
     next_shift_start,
     on_pto,
     on_shift,
-    shift_occurrences,
+    shift_skip,
 )
 from streams.care.trusted import constructor, evolve, frozen_instance
 
@@ -260,20 +260,14 @@ class TeamState(BaseModel):
         """Load of every manager holding at least one episode."""
         return dict(self.totals.loads)
 
-    @cached_property
+    @property
     def totals(self) -> TeamTotals:
-        """The caseload in figures (memoized: the state is frozen; carried forward by
-        :meth:`with_episode`). Not a field: never stored, and equality ignores it."""
+        """The caseload in figures, counted from the episodes (O(n): the decision stages
+        hold a :class:`CaseloadView`, whose totals are stored)."""
         out = _TeamTotals(team_id=self.team_id, loads={}, open={}, queued=0, queued_points=0)
         for e in self.episodes.values():
             out = out.moved(None, e)
         return out
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
-                   ) -> Self:
-        copied = super().model_copy(update=update, deep=deep)
-        copied.__dict__.pop("totals", None)  # a copy with other episodes has other totals
-        return copied
 
     def open_episodes(self, manager_id: str) -> int:
         """How many open episodes a manager holds."""
@@ -297,16 +291,13 @@ class TeamState(BaseModel):
 
     def with_episode(self, episode_key: str, episode: EpisodeLoad | None) -> Self:
         """A copy with ``episode`` at ``episode_key`` (None: removed). Copies the episodes
-        (O(n)): long-running stages hold a :class:`CaseloadView` instead."""
+        (O(n)): the decision stages hold a :class:`CaseloadView` instead."""
         episodes = dict(self.episodes)
         if episode is None:
-            old = episodes.pop(episode_key, None)
+            episodes.pop(episode_key, None)
         else:
-            old = episodes.get(episode_key)
             episodes[episode_key] = episode
-        new = evolve(self, episodes=episodes)
-        new.__dict__["totals"] = self.totals.moved(old, episode)
-        return new
+        return evolve(self, episodes=episodes)
 
 
 @dataclass(frozen=True)
@@ -513,51 +504,16 @@ def _require_aware(now: datetime) -> None:
         raise ValueError("now must be an aware datetime")
 
 
-def _shift_skip(manager: Manager, now: datetime) -> str | None:
-    """``pto`` (:func:`streams.care.roster.on_pto`), ``off_shift`` (not
-    :func:`_on_shift`), or None when the manager is working at ``now``."""
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("a naive datetime is ambiguous here; pass an aware datetime")
-    return _shift_skip_at(manager, now.astimezone(UTC))
-
-
-def _shift_skip_at(manager: Manager, instant: datetime,
-                   local_days: dict[Any, date] | None = None) -> str | None:
-    """:func:`_shift_skip` at an instant already in UTC. ``local_days`` (zone -> that
-    instant's date there) shares the conversion between the managers of one request."""
+def _shift_skip_at(manager: Manager, instant: datetime, local_days: dict[Any, date]
+                   ) -> str | None:
+    """:func:`streams.care.roster.shift_skip` at an instant already in UTC; ``local_days``
+    (zone -> that instant's date there) shares the conversion between the managers of
+    one request."""
     zone = manager.zone
-    if local_days is None:
-        local_day = instant.astimezone(zone).date()
-    else:
-        found = local_days.get(zone)
-        if found is None:
-            found = local_days[zone] = instant.astimezone(zone).date()
-        local_day = found
-    if local_day in manager.pto:
-        return "pto"
-    for start, end in _shift_windows(manager, local_day):
-        if start <= instant < end:
-            return None
-    return "off_shift"
-
-
-def _shift_windows(manager: Manager, local_day: date) -> tuple[tuple[datetime, datetime], ...]:
-    # Memoized on the (frozen) manager: the shift occurrences that may cover an instant
-    # of ``local_day`` were most of an assignment's cost.
-    memo = manager.memo
-    windows: tuple[tuple[datetime, datetime], ...] | None = memo.get(local_day)
-    if windows is None:
-        if len(memo) >= 512:  # a long-running worker sees every day: keep it bounded
-            memo.clear()
-        windows = memo[local_day] = tuple(
-            shift_occurrences(manager, local_day - timedelta(days=1), local_day))
-    return windows
-
-
-def _on_shift(manager: Manager, at: datetime) -> bool:
-    """:func:`streams.care.roster.on_shift` over memoized shift occurrences (same rules:
-    the manager's local day, PTO days off, yesterday's overnight shift, UTC compare)."""
-    return _shift_skip(manager, at) is None
+    local_day = local_days.get(zone)
+    if local_day is None:
+        local_day = local_days[zone] = instant.astimezone(zone).date()
+    return shift_skip(manager, instant, local_day)
 
 
 def _continuity(
@@ -577,7 +533,7 @@ def _continuity(
     skip = eligibility_skip(manager, req)
     if skip is not None:
         return None, skip
-    if not _on_shift(manager, now):
+    if not on_shift(manager, now):
         window = timedelta(hours=cfg.continuity_shift_window_hours)
         if next_shift_start(manager, now, window) is None:
             return None, "pto" if on_pto(manager, now) else "off_shift"

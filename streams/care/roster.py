@@ -194,8 +194,9 @@ class Manager(_Model):
 
     @cached_property
     def memo(self) -> dict[Any, Any]:
-        """Values pure functions derive from this manager (shift occurrences by local day,
-        normalised eligibility lists: see streams.care.assignment), kept with the frozen
+        """Values pure functions derive from this manager (shift occurrences by local day:
+        :func:`shift_windows`; normalised eligibility lists: streams.care.assignment),
+        kept with the frozen
         value they come from. Not a field: never stored, ignored by equality."""
         return {}
 
@@ -365,15 +366,34 @@ def on_shift(manager: Manager, at: datetime) -> bool:
     ``at``.
     """
     _require_aware(at)
-    local_day = at.astimezone(manager.zone).date()
+    return shift_skip(manager, at.astimezone(UTC), at.astimezone(manager.zone).date()) is None
+
+
+def shift_skip(manager: Manager, instant: datetime, local_day: date) -> str | None:
+    """Why the manager is not working at ``instant`` (UTC), whose date in their zone is
+    ``local_day``: ``pto``, ``off_shift``, or None when working (:func:`on_shift`'s
+    rules; callers checking many managers at one instant share the date conversion)."""
     if local_day in manager.pto:
-        return False
-    instant = at.astimezone(UTC)
-    # A shift that started yesterday may still be running (overnight shifts).
-    return any(
-        start <= instant < end
-        for start, end in shift_occurrences(manager, local_day - timedelta(days=1), local_day)
-    )
+        return "pto"
+    for start, end in shift_windows(manager, local_day):
+        if start <= instant < end:
+            return None
+    return "off_shift"
+
+
+def shift_windows(manager: Manager, local_day: date) -> tuple[tuple[datetime, datetime], ...]:
+    """The shift occurrences that may cover an instant of ``local_day``: those starting
+    that day or the day before (overnight shifts), as UTC (start, end) pairs.
+
+    Memoized on the (frozen) manager: computing them was most of an assignment's cost."""
+    memo = manager.memo
+    windows: tuple[tuple[datetime, datetime], ...] | None = memo.get(local_day)
+    if windows is None:
+        if len(memo) >= 512:  # a long-running worker sees every day: keep it bounded
+            memo.clear()
+        windows = memo[local_day] = tuple(
+            shift_occurrences(manager, local_day - timedelta(days=1), local_day))
+    return windows
 
 
 def next_shift_start(manager: Manager, at: datetime, within: timedelta) -> datetime | None:

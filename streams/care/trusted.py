@@ -128,7 +128,7 @@ def evolve(model: M, /, **changes: Any) -> M:
     """``model.model_copy(update=changes)`` (a shallow copy; ``changes`` are fields).
 
     Copies the instance's whole ``__dict__``: not for a model caching derived values
-    there (``TeamState`` replaces its ``_totals`` after copying)."""
+    there (a cached_property would be carried over to a copy it does not describe)."""
     cls = type(model)
     # The memo read in line (a copy is made per input and per episode written); the
     # first copy of a class goes through _all_fields' checks.

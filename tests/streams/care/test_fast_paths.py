@@ -33,7 +33,6 @@ from streams.care.assignment import (
     TeamState,
     TeamTotals,
     _members_eligibility,
-    _on_shift,
     assign,
     eligibility_skip,
     release,
@@ -52,7 +51,7 @@ from streams.care.risk import (
     risk_facts,
     risk_facts_of,
 )
-from streams.care.roster import on_shift, teams_for
+from streams.care.roster import Manager, on_shift, shift_occurrences, teams_for
 from streams.care.state import EpisodeState, PatientState, TaskState
 from streams.care.trusted import constructor, evolve, frozen_instance
 
@@ -86,6 +85,17 @@ _INSTANTS = st.one_of(
     st.datetimes(min_value=datetime(2026, 10, 30), max_value=datetime(2026, 11, 3)),
     st.datetimes(min_value=datetime(2026, 12, 21), max_value=datetime(2026, 12, 28)),
 ).map(lambda d: d.replace(tzinfo=UTC))
+
+
+def _on_shift(manager: Manager, at: datetime) -> bool:
+    """The shift rule from scratch (no memo): the manager's local day, PTO days off,
+    yesterday's overnight shift, UTC compare."""
+    local_day = at.astimezone(manager.zone).date()
+    if local_day in manager.pto:
+        return False
+    instant = at.astimezone(UTC)
+    return any(start <= instant < end for start, end in
+               shift_occurrences(manager, local_day - timedelta(days=1), local_day))
 
 
 @settings(max_examples=400, deadline=None)
