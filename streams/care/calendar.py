@@ -20,9 +20,8 @@ Management, CPT 99495/99496; see REFERENCE.md section 1):
   week after a DST change carries the new offset). CMS counts business days "without
   respect to normal practice hours", so the whole day is available.
 
-Holiday calendars are cached per (country, year), and deadlines per (local date, zone),
-with :func:`functools.lru_cache`: the caches hold immutable values of pure functions, so
-the module has no mutable global state in any observable sense.
+Holiday calendars are cached per (country, year) with :func:`functools.lru_cache`; the
+cache holds immutable frozensets, so the module has no mutable global state.
 """
 
 from __future__ import annotations
@@ -80,7 +79,6 @@ def _local_date(start: datetime, zone: ZoneInfo) -> date:
     return start.astimezone(zone).date()
 
 
-@lru_cache(maxsize=4096)
 def end_of_local_day(d: date, tz: str) -> datetime:
     """23:59:59 on local date ``d`` in ``tz``, aware, with the offset in force then.
 
@@ -115,11 +113,8 @@ def business_day_deadline(start: datetime, days: int, tz: str, country: str = "U
     """
     if days < 1:
         raise ValueError("days must be at least 1")
-    return _business_day_deadline(_local_date(start, _zone(tz)), days, tz, country)
-
-
-@lru_cache(maxsize=4096)
-def _business_day_deadline(current: date, days: int, tz: str, country: str) -> datetime:
+    zone = _zone(tz)
+    current = _local_date(start, zone)
     remaining = days
     while remaining:
         current += timedelta(days=1)

@@ -354,13 +354,8 @@ def charlson(diagnoses: Iterable[tuple[str, str | None]]) -> CharlsonResult:
     weights (van Walraven et al., CMAJ 2010); hierarchies max(mild, severe liver),
     max(diabetes, with complications), max(malignancy, metastatic). No age points.
     """
-    return _charlson(diagnoses_key(diagnoses))
-
-
-@lru_cache(maxsize=4096)
-def _charlson(diagnoses: Diagnoses) -> CharlsonResult:
-    # Memoized: the result is immutable (tuples, read-only mappings), and diagnosis sets
-    # repeat across a patient's updates and across patients.
+    # Not memoized here: its one caller in the rules (risk._diagnosis_facts) is, on the
+    # same diagnoses.
     codes = icd10_codes(diagnoses)
     by_code = {c: _categories_of(c) for c in codes}
     matched: dict[str, tuple[str, ...]] = {}

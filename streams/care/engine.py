@@ -317,12 +317,10 @@ def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext
         p = _stop_waiting(p, now, ctx, out, expired=True)
     overdue_at = timedelta(hours=ctx.config.followup.escalate_after_hours)
     for ep in list(p.episodes.values()):
-        if any(t.status in OPEN_TASK_STATUSES and not t.escalated and now >= t.due + overdue_at
-               for t in ep.tasks.values()):
-            ep = _own(p, ep, out)
-        for t in ep.tasks.values():
+        for t in list(ep.tasks.values()):
             if t.status in OPEN_TASK_STATUSES and not t.escalated and \
                     now >= t.due + overdue_at:
+                ep = _own(p, ep, out)
                 t = _own_task(ep, t, out)
                 t.escalated = True
                 _emit(out, _EscalationOutput(

@@ -322,11 +322,6 @@ def cms_conditions(diagnoses: Iterable[tuple[str, str | None]]) -> tuple[Conditi
     :func:`streams.care.charlson.is_icd10_system`). Ordered by condition (data-file
     order), then code; a code in two conditions appears under both.
     """
-    return _cms_conditions(diagnoses_key(diagnoses))
-
-
-@lru_cache(maxsize=4096)
-def _cms_conditions(diagnoses: Diagnoses) -> tuple[ConditionMatch, ...]:
     codes = sorted(icd10_codes(diagnoses))
     return tuple(
         ConditionMatch(cond.id, cond.name, code)

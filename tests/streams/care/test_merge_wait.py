@@ -126,16 +126,22 @@ def _follow_ons(evs: list[CanonicalEvent]) -> list[Record]:
             event(update), event(discharge)]
 
 
-def _journey(follow: list[Record], absorb_at: int, ctx: CareContext
-             ) -> tuple[list[dict[str, Any]], Net]:
-    """The prior key's stay, the merge, then ``follow`` with the absorb delivered after
-    ``absorb_at`` of them (0: before any, as it would be with no race)."""
+def _merged_with_absorb_held(ctx: CareContext) -> tuple[list[CanonicalEvent], Net]:
+    """The prior key's stay and the merge, the merge's absorb held back in ``net.held``."""
     evs = _j3()
     net = Net(ctx, now=evs[2].occurred_at)
     net.run([event(evs[0]), event(evs[1])])
     net.hold = True
     net.run([event(evs[2])])
     net.hold = False
+    return evs, net
+
+
+def _journey(follow: list[Record], absorb_at: int, ctx: CareContext
+             ) -> tuple[list[dict[str, Any]], Net]:
+    """The prior key's stay, the merge, then ``follow`` with the absorb delivered after
+    ``absorb_at`` of them (0: before any, as it would be with no race)."""
+    _, net = _merged_with_absorb_held(ctx)
     assert len(net.held) == 1 and net.patients[SURVIVOR].merge_wait is not None
     net.run([*follow[:absorb_at], *net.held, *follow[absorb_at:]])
     return net.outputs, net
@@ -245,12 +251,7 @@ def test_the_wait_gives_up_after_the_max_time_on_an_input_or_a_tick() -> None:
 
 def test_an_absorb_after_giving_up_still_brings_the_history() -> None:
     ctx = _ctx(merge_wait_seconds=1)
-    evs = _j3()
-    net = Net(ctx, now=evs[2].occurred_at)
-    net.run([event(evs[0]), event(evs[1])])
-    net.hold = True
-    net.run([event(evs[2])])
-    net.hold = False
+    evs, net = _merged_with_absorb_held(ctx)
     net.now += timedelta(seconds=5)
     net.run([event(evs[3]), *net.held])
     survivor = net.patients[SURVIVOR]
@@ -260,12 +261,7 @@ def test_an_absorb_after_giving_up_still_brings_the_history() -> None:
 def test_a_survivor_merged_away_while_waiting_hands_over_the_merged_history() -> None:
     # B -> A, then A -> C before B's history reached A: C must end up with both.
     ctx = _ctx()
-    evs = _j3()
-    net = Net(ctx, now=evs[2].occurred_at)
-    net.run([event(evs[0]), event(evs[1])])
-    net.hold = True
-    net.run([event(evs[2])])
-    net.hold = False
+    evs, net = _merged_with_absorb_held(ctx)
     third = "GENHOSP|J3THIRD"
     assert evs[2].merge is not None
     a40 = evs[2].model_copy(update={
