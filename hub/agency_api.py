@@ -71,7 +71,6 @@ from hub.api_common import (
     not_found,
     read_json_body,
     run_view_with,
-    sha256_hex,
     unauthorized,
     unavailable,
 )
@@ -79,6 +78,7 @@ from hub.ingest.deadletter import Sender
 from hub.kafka import Record
 from hub.logging import get_logger
 from hub.settings import Settings
+from mappers.fhir_out import AUTHORITY_URN_PREFIX
 from schemas.canonical import derive_id, patient_key
 from schemas.referrals import (
     AgencyReferral,
@@ -89,7 +89,7 @@ from schemas.referrals import (
     ReferralUpdate,
 )
 from schemas.topics import CARE_REFERRALS, CONFIG_AGENCIES, CONFIG_CONSENT, REFERRALS_UPDATES
-from streams.referrals.directory import Agency, Directory, DirectoryError
+from streams.referrals.directory import Agency, Directory, DirectoryError, token_sha256
 from streams.referrals.engine import TRANSITIONS
 
 __all__ = ["AGENCY_API_KEY", "AgencyApi", "AuthThrottle", "DirectorySource", "ReferralView",
@@ -100,7 +100,6 @@ log = get_logger("hub.agency_api")
 REFERRAL_STATUSES: frozenset[str] = frozenset(get_args(ReferralStatus))
 AGENCY_STATUSES: frozenset[str] = frozenset(get_args(AgencyStatus))
 REASON = re.compile(r"^[a-z0-9_.-]{1,64}$")
-AUTHORITY_URN_PREFIX = "urn:care-hub:authority:"
 
 
 
@@ -116,7 +115,6 @@ class DirectorySource(Protocol):
 @dataclass(frozen=True)
 class _Pending:
     status: str
-    update_id: str
     based_on_version: int
 
 
@@ -187,9 +185,9 @@ class ReferralView(TopicView):
         out = self._by_id.get(task_id)
         return out.status if out is not None else None
 
-    def posted(self, task_id: str, status: str, update_id: str) -> None:
+    def posted(self, task_id: str, status: str) -> None:
         out = self._by_id.get(task_id)
-        self._pending[task_id] = _Pending(status, update_id, out.version if out else 0)
+        self._pending[task_id] = _Pending(status, out.version if out else 0)
 
     # --- tailing
 
@@ -269,7 +267,7 @@ class AgencyApi(TokenApi[ReferralView]):
         directory = self.directory.latest()
         if directory is None:
             return unavailable("The agency directory is not loaded yet.")
-        agency = directory.agency_for_token_hash(sha256_hex(token))
+        agency = directory.agency_for_token_hash(token_sha256(token))
         if agency is None:
             log.info("agency_token_refused", path=request.path)
             return self.gate.refused(request, "agency")
@@ -340,7 +338,7 @@ class AgencyApi(TokenApi[ReferralView]):
             log.warning("referral_update_not_stored", agency_id=agency.id,
                         referral_task_id=task_id, status=status)
             return unavailable("The update could not be stored; send it again.")
-        self.view.posted(task_id, status, update_id)
+        self.view.posted(task_id, status)
         log.info("referral_update_accepted", agency_id=agency.id, referral_task_id=task_id,
                  status=status, reason=reason, update_id=update_id)
         return web.json_response({"id": update_id, "status": status}, status=202)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import math
 import re
@@ -29,10 +28,11 @@ from hub.ingest.core import FHIR_CONTENT_TYPE, _operation_outcome
 from hub.ingest.deadletter import Sender
 from hub.kafka import DurableWriteError, HubKafkaError, Record, TopicTail
 from hub.settings import Settings
+from streams.referrals.directory import token_sha256
 
 __all__ = ["CODE", "MAX_BODY", "AuthThrottle", "TokenApi", "TokenGate", "TopicView", "bad",
            "bearer", "client_address", "conflict", "not_found", "outcome",
-           "read_json_body", "run_view_with", "sha256_hex", "unauthorized", "unavailable"]
+           "read_json_body", "run_view_with", "unauthorized", "unavailable"]
 
 MAX_BODY = 16 * 1024
 """Status and consent bodies are a few dozen bytes; anything big is refused unread."""
@@ -101,10 +101,6 @@ def bearer(request: web.Request) -> str | None:
 
 def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
-
-
-def sha256_hex(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 async def read_json_body(request: web.Request) -> tuple[Any, web.Response | None]:
@@ -218,7 +214,7 @@ class TokenGate:
         if token is None:
             return unauthorized("staff", None)
         # Compared even when unset, so an unconfigured hub takes as long to say no.
-        if not hmac.compare_digest(sha256_hex(token).encode(),
+        if not hmac.compare_digest(token_sha256(token).encode(),
                                    (want_sha256 or "-" * 64).encode()) \
                 or want_sha256 is None:
             self.log.info("staff_token_refused", path=request.path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import secrets
 import sys
@@ -37,9 +36,10 @@ def cmd_run(args: argparse.Namespace, roles: set[str]) -> int:
         # The demo plays the case manager over the staff API: a random token for this run
         # only (its hash in the settings), unless one is configured.
         if os.environ.get("HUB_STAFF_API_TOKEN_SHA256") is None:
+            from streams.referrals.directory import token_sha256
+
             staff_token = secrets.token_urlsafe(24)
-            overrides["staff_api_token_sha256"] = hashlib.sha256(
-                staff_token.encode()).hexdigest()
+            overrides["staff_api_token_sha256"] = token_sha256(staff_token)
         from hub.demo import demo_overrides
 
         overrides = {**demo_overrides(os.environ), **overrides}

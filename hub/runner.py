@@ -147,7 +147,7 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
                 watcher = RosterWatcher(live, loop=loop)
                 services.append(watcher)
                 scfg = dataclasses.replace(scfg, roster_feed=watcher)
-                from hub.agencies import AgencyWatcher, agency_topic_specs
+                from hub.agencies import AgencyWatcher, ensure_agency_topics
                 from streams.referrals.directory import parse_directory
 
                 try:
@@ -158,7 +158,7 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
                     return 2
                 # The file's agencies get their referrals.<id> topics before the agent can
                 # publish to them; pushed directories get theirs in the watcher.
-                loop.run_until_complete(ensure_topics(live, agency_topic_specs(directory)))
+                loop.run_until_complete(ensure_agency_topics(live, directory))
                 agencies = AgencyWatcher(live, loop=loop)
                 services.append(agencies)
                 scfg = dataclasses.replace(scfg, agencies_feed=agencies)
