@@ -114,8 +114,6 @@ _SERVICE_DISPLAY: Final = {
     "home-health": "Home health services",
     "behavioral-health": "Behavioral health services",
 }
-_TERMINAL: Final = frozenset({"rejected", "cancelled", "failed", "completed",
-                              "entered-in-error"})
 
 
 # --- the minimum-necessary projection ----------------------------------------------------

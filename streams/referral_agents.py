@@ -16,7 +16,7 @@ Agent and table names are state identities: renaming one is a migration.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from schemas.referrals import ReferralCommand, ReferralOutput
 from streams.care.config import CareConfig, parse_rules
 from streams.care.engine import Emit
 from streams.care.roster import Roster, parse_roster
+from streams.care_agents import DeadLetterFn
 from streams.config import StreamsConfig
 from streams.raw import raw_schema, raw_table
 from streams.referrals.directory import Directory, parse_directory
@@ -41,8 +42,6 @@ log = structlog.stdlib.get_logger("streams.referrals")
 
 REFERRALS_AGENT = "referrals"
 REFERRALS_TABLE = "referrals"
-
-DeadLetterFn = Callable[[EventT, str, MappingError], Awaitable[None]]
 
 
 class ReferralFigures:
