@@ -234,21 +234,21 @@ def create_app(cfg: StreamsConfig) -> tuple[faust.App, NormalizeCounters]:
                               topic=event.message.topic, partition=event.message.partition,
                               offset=event.message.offset)
 
+    async def stage_dead_letter(event: EventT, stage: str, error: MappingError) -> None:
+        # For the stages after normalize: the record's topic names its format
+        # (care.events, care.task-updates, referrals.deliveries, ...).
+        record = RawRecord(format=event.message.topic, value=event.value or b"", headers={})
+        await dead_letter(event, record, error, stage)  # type: ignore[arg-type]
+
     if cfg.care:
         from streams.care_agents import add_care_agents
 
-        async def care_dead_letter(event: EventT, stage: str, error: MappingError) -> None:
-            # The record's topic names its format (care.events, care.task-updates, ...).
-            record = RawRecord(format=event.message.topic, value=event.value or b"",
-                               headers={})
-            await dead_letter(event, record, error, stage)  # type: ignore[arg-type]
-
-        counters.care = add_care_agents(app, cfg, care_dead_letter)
+        counters.care = add_care_agents(app, cfg, stage_dead_letter)
         from streams.referral_agents import add_referral_agents
 
-        counters.referrals = add_referral_agents(app, cfg, care_dead_letter)
+        counters.referrals = add_referral_agents(app, cfg, stage_dead_letter)
     if cfg.webhook_sender is not None:
         from streams.delivery_agents import add_delivery_agents
 
-        counters.deliveries = add_delivery_agents(app, cfg)
+        counters.deliveries = add_delivery_agents(app, cfg, stage_dead_letter)
     return app, counters

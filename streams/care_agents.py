@@ -274,7 +274,7 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         try:
             await handler(event)
         except Exception as exc:
-            code = ErrorCode.INVALID_RESOURCE if _is_validation(exc) else ErrorCode.INTERNAL_ERROR
+            code = ErrorCode.INVALID_RESOURCE if is_bad_input(exc) else ErrorCode.INTERNAL_ERROR
             log.error("care_input_failed", stage=stage, exc_type=type(exc).__name__,
                       topic=event.message.topic, partition=event.message.partition,
                       offset=event.message.offset)
@@ -380,7 +380,9 @@ def _log_merge_wait(old: PatientState | None, new: PatientState, key: bytes | st
                     offset=offset, waits_expired=new.merge_waits_expired)
 
 
-def _is_validation(exc: Exception) -> bool:
+def is_bad_input(exc: Exception) -> bool:
+    """Did the input itself fail to decode or validate (dead-lettered as
+    INVALID_RESOURCE), rather than the stage failing on a good input (INTERNAL_ERROR)?"""
     return type(exc).__name__ in ("ValidationError", "JSONDecodeError", "UnicodeDecodeError")
 
 

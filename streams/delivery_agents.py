@@ -39,10 +39,10 @@ from schemas.records import (
     PAYLOAD_LIMIT_BYTES,
     DeadLetter,
     SourceCoordinates,
-    build_dead_letter,
     dead_letter_id,
 )
 from schemas.referrals import DeliveryJob
+from streams.care_agents import DeadLetterFn, is_bad_input
 from streams.config import StreamsConfig
 from streams.raw import raw_schema, raw_table
 from streams.referrals.delivery import (
@@ -96,8 +96,10 @@ class DeliveryFigures:
         }
 
 
-def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
-    """Add the ``webhook_deliveries`` agent, its table and timer (needs a sender)."""
+def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterFn
+                        ) -> DeliveryFigures:
+    """Add the ``webhook_deliveries`` agent, its table and timer (needs a sender). Jobs
+    that cannot be read go to ``dead_letter`` (the hub's, as for the care stages)."""
     sender = cfg.webhook_sender
     if sender is None:
         raise ValueError("add_delivery_agents needs cfg.webhook_sender")
@@ -118,7 +120,7 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
     # tried inline: while an agency is down, its new jobs must not hold the partition.
     cooling: dict[str, float] = {}
 
-    async def dead_letter(state: DeliveryState, reason: str) -> None:
+    async def dead_letter_exhausted(state: DeliveryState, reason: str) -> None:
         job = state.job
         now = datetime.now(UTC)
         original = job.model_dump_json().encode()
@@ -181,7 +183,7 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
                      if new.next_attempt_at else None)
         elif tr.kind == "exhausted":
             figures.count(agency, "exhausted")
-            await dead_letter(new, tr.reason or "unknown")
+            await dead_letter_exhausted(new, tr.reason or "unknown")
         return new
 
     async def try_once(state: DeliveryState) -> DeliveryState:
@@ -265,24 +267,10 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig) -> DeliveryFigures:
 
     async def _dead_letter_input(event: EventT, exc: Exception) -> None:
         msg = event.message
+        code = ErrorCode.INVALID_RESOURCE if is_bad_input(exc) else ErrorCode.INTERNAL_ERROR
         try:
-            now = datetime.now(UTC)
-            original = event.value or b""
-            source = SourceCoordinates(topic=msg.topic, partition=msg.partition,
-                                       offset=msg.offset)
-            code = (ErrorCode.INVALID_RESOURCE if type(exc).__name__ in
-                    ("ValidationError", "JSONDecodeError") else ErrorCode.INTERNAL_ERROR)
-            letter, kept = build_dead_letter(
-                stage=STAGE, error=MappingError(code, f"{type(exc).__name__} in the {STAGE} stage"),
-                original=original, received_at=now, now=now, transport="kafka",
-                source=source, hl7=False)
-            dl_id = letter.id
-            fut = await app.producer.send(payloads_name, dl_id.encode(), kept, None, None,
-                                          None)
-            await fut
-            await app.producer.send(dlq_name, dl_id.encode(),
-                                    letter.model_dump_json(exclude_none=True).encode(),
-                                    None, None, None)
+            await dead_letter(event, STAGE, MappingError(
+                code, f"{type(exc).__name__} in the {STAGE} stage"))
         except Exception as exc2:
             log.error("dead_letter_failed", exc_type=type(exc2).__name__, topic=msg.topic,
                       partition=msg.partition, offset=msg.offset)

@@ -31,7 +31,7 @@ from schemas.referrals import ReferralCommand, ReferralOutput
 from streams.care.config import CareConfig, parse_rules
 from streams.care.engine import Emit
 from streams.care.roster import Roster, parse_roster
-from streams.care_agents import DeadLetterFn
+from streams.care_agents import DeadLetterFn, is_bad_input
 from streams.config import StreamsConfig
 from streams.raw import raw_schema, raw_table
 from streams.referrals.directory import Directory, parse_directory
@@ -171,8 +171,7 @@ def add_referral_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
                 await on_input(event)
             except Exception as exc:
                 figures.failures += 1
-                code = ErrorCode.INVALID_RESOURCE if type(exc).__name__ in (
-                    "ValidationError", "JSONDecodeError", "UnicodeDecodeError") \
+                code = ErrorCode.INVALID_RESOURCE if is_bad_input(exc) \
                     else ErrorCode.INTERNAL_ERROR
                 log.error("referral_input_failed", stage="referrals",
                           exc_type=type(exc).__name__, topic=event.message.topic,

@@ -138,11 +138,14 @@ async def test_exactly_one_accepted_delivery_per_key_across_a_hub_restart(
             for job in jobs:
                 await producer.send("referrals.deliveries", job.model_dump_json().encode(),
                                     key=job.id.encode(), timeout=30)
+            # Not a job at all: dead-lettered as bad input, the agent goes on.
+            await producer.send("referrals.deliveries", b"not a delivery job",
+                                key=b"job-unreadable", timeout=30)
         # Retries happen (each key refused at least twice) before the restart.
         await _until(lambda: all(receiver.attempts.get(k, 0) >= 2 for k in keys), 60,
                      "retries before the restart")
         letters = await _dead_letters(settings, 1)
-        assert "job-gone" in {dl["message_id"] for dl in letters}
+        assert "job-gone" in {dl.get("message_id") for dl in letters}
     before = dict(receiver.attempts)
     assert not receiver.accepted
     receiver.open = True
@@ -178,10 +181,15 @@ async def test_exactly_one_accepted_delivery_per_key_across_a_hub_restart(
     # repeats, so its client-error budget runs out); the redirect target is never asked.
     assert receiver.redirect_target_hits == 0
     letters = await _dead_letters(settings, 1)
-    gone = [dl for dl in letters if dl["message_id"] == "job-gone"]
+    gone = [dl for dl in letters if dl.get("message_id") == "job-gone"]
     assert len(gone) == 1 and gone[0]["stage"] == "deliveries"
     assert gone[0]["error_code"] == "webhook_exhausted" and "http_410" in gone[0]["detail"]
-    assert "job-a" not in {dl["message_id"] for dl in letters}
+    assert "job-a" not in {dl.get("message_id") for dl in letters}
+    unreadable = [dl for dl in letters if dl["stage"] == "deliveries"
+                  and dl["error_code"] == "invalid_resource"]
+    assert len(unreadable) == 1 and unreadable[0]["source"]["topic"].endswith(
+        "referrals.deliveries"), letters
+    assert "record_dead_lettered" in log  # counted and logged as every stage's are
     # The secret never reaches the log.
     assert SECRET not in log
 
