@@ -412,13 +412,32 @@ def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareConte
         _flag(p, ep, ev, "admission", ctx, out)  # publishes only if something changed
 
 
+def episode_facility(ev: CanonicalEvent) -> str | None:
+    """The facility an episode belongs to: the encounter's location facility (PV1-3.4),
+    else the sending facility (MSH-4)."""
+    enc = ev.encounter
+    return (enc.location.facility if enc and enc.location else None) or ev.source.facility
+
+
+def episode_key(facility: str | None, encounter_id: str) -> str:
+    """An episode's key from its visit number (PV1-19): ``<facility>|<visit>``. The
+    referrals stage keys its episodes the same way, so keys match across stages."""
+    return f"{facility or ''}|{encounter_id}"
+
+
+def timed_episode_key(facility: str | None, admit_at: datetime) -> str:
+    """The key of an admission without a visit number: ``<facility>|@<YYYYmmddHHMM>`` of
+    its admit time (PV1-44, else the event time)."""
+    return f"{facility or ''}|@{admit_at.strftime('%Y%m%d%H%M')}"
+
+
 def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Emits
                  ) -> EpisodeState | None:
     """The episode an event is about, the step's own copy (created if the event may)."""
     enc = ev.encounter
-    facility = (enc.location.facility if enc and enc.location else None) or ev.source.facility
+    facility = episode_facility(ev)
     if enc is not None and enc.id:
-        key = f"{facility or ''}|{enc.id}"
+        key = episode_key(facility, enc.id)
     else:
         # No visit number: the latest episode still going at that facility, or for an
         # admission a key from its time (one admission without PV1-19 is one episode).
@@ -429,8 +448,7 @@ def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Em
                                                      ev.occurred_at)), out)
         if ev.kind not in _STARTS_EPISODE:
             return None
-        at = (enc.admit_at if enc else None) or ev.occurred_at
-        key = f"{facility or ''}|@{at.strftime('%Y%m%d%H%M')}"
+        key = timed_episode_key(facility, (enc.admit_at if enc else None) or ev.occurred_at)
     ep = p.episodes.get(key)
     if ep is None:
         if enc is None or ev.kind not in _CREATES_EPISODE:

@@ -103,7 +103,7 @@ from schemas.referrals import (
     ReferralOutput,
     ReferralUpdate,
 )
-from streams.care.engine import Emit
+from streams.care.engine import Emit, episode_facility, episode_key, timed_episode_key
 from streams.care.roster import Roster, Team, teams_for
 from streams.referrals.config import ReferralsConfig
 from streams.referrals.directory import Directory
@@ -759,9 +759,9 @@ class _Run:
     def _episode(self, ev: CanonicalEvent) -> EpisodeInfo | None:
         enc = ev.encounter
         assert enc is not None
-        facility = (enc.location.facility if enc.location else None) or ev.source.facility
+        facility = episode_facility(ev)
         if enc.id:
-            key = f"{facility or ''}|{enc.id}"
+            key = episode_key(facility, enc.id)
         else:
             going = [e for e in self.p.episodes.values()
                      if e.facility == facility and not e.cancelled]
@@ -769,8 +769,7 @@ class _Run:
                 return max(going, key=lambda e: (e.admit_at or ev.occurred_at, e.key))
             if ev.kind not in (EventKind.ADMIT, EventKind.REGISTER):
                 return None
-            at = enc.admit_at or ev.occurred_at
-            key = f"{facility or ''}|@{at.strftime('%Y%m%d%H%M')}"
+            key = timed_episode_key(facility, enc.admit_at or ev.occurred_at)
         ep = self.p.episodes.get(key)
         if ep is None:
             if ev.kind in (EventKind.CANCEL_ADMIT, EventKind.CANCEL_DISCHARGE,
