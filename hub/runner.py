@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import mode
 
+from hub import heap
 from hub.commands.decide_cmd import DEFAULT_AGENCIES, DEFAULT_ROSTER, DEFAULT_RULES
 from hub.logging import configure, get_logger
 from hub.settings import Settings
@@ -214,11 +214,9 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
             worker = mode.Worker(*services, loop=loop, loglevel=settings.log_level,
                                  override_logging=False, redirect_stdouts=False)
         holder["worker"] = worker
-        # Everything loaded so far (modules, rules, roster, FHIR models) lives as long as
-        # the process: moving it out of the collector's generations spares every full
-        # collection a rescan of it (bench_decide: ~13% of the care step was GC).
-        gc.collect()
-        gc.freeze()
+        # Everything loaded so far lives as long as the process (hub.heap says why, and
+        # the pure-step benchmark settles its heap the same way).
+        heap.settle(settings.gc_gen0_threshold)
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hub.heap import DEFAULT_GEN0_THRESHOLD
+
 
 class FeedSilenceRule(BaseModel):
     """How long a feed (sending facility) may be quiet before ops are told.
@@ -152,6 +154,10 @@ class Settings(BaseSettings):
     max_feed_labels: int = Field(default=200, ge=1)
     """Distinct feed label values per process (MSH-4 is sender-controlled: a bound keeps
     a misbehaving sender from exploding the metrics' cardinality)."""
+
+    gc_gen0_threshold: int = Field(default=DEFAULT_GEN0_THRESHOLD, ge=700)
+    """The garbage collector's first-generation threshold, set once start-up is done
+    (hub.heap: the default is measured; 700 is CPython's own)."""
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
