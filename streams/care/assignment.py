@@ -48,7 +48,7 @@ from streams.care.roster import (
     on_shift,
     shift_skip,
 )
-from streams.care.trusted import constructor, evolve, frozen_instance
+from streams.care.trusted import constructor, evolve
 
 __all__ = [
     "LANGUAGE_ALIASES",
@@ -70,6 +70,9 @@ __all__ = [
 ]
 
 C = TypeVar("C", bound="Caseload")
+
+_new = object.__new__
+_set = object.__setattr__
 
 Status = Literal["assigned", "unassigned", "already_assigned", "released"]
 Reason = Literal[
@@ -177,6 +180,21 @@ class TeamTotals(BaseModel):
 
     def moved(self, old: EpisodeLoad | None, new: EpisodeLoad | None) -> TeamTotals:
         """The totals once an episode held as ``old`` is held as ``new`` (None: absent)."""
+        if (new is None or new.manager_id is None) and (old is None or old.manager_id is None):
+            # Only the queue moves (most requests end unassigned, many of them retrying an
+            # episode already queued): the managers' entries are shared as they are, and
+            # a re-queued episode of the same points leaves the totals as they were.
+            queued, queued_points = self.queued, self.queued_points
+            if new is not None:
+                queued += 1
+                queued_points += new.points
+            if old is not None:
+                queued -= 1
+                queued_points -= old.points
+            if queued == self.queued and queued_points == self.queued_points:
+                return self  # frozen: the same totals serve the new state
+            return _TeamTotals(team_id=self.team_id, loads=self.loads, open=self.open,
+                               queued=queued, queued_points=queued_points)
         loads, opened = self.loads, self.open
         queued, queued_points = self.queued, self.queued_points
         copied = False
@@ -332,12 +350,16 @@ class CaseloadView:
         return self.totals.loads.get(manager_id, 0)
 
     def with_episode(self, episode_key: str, episode: EpisodeLoad | None) -> Self:
-        old = self.episode(episode_key)
+        changes = self.changes
+        old = changes[episode_key] if episode_key in changes else self.lookup(episode_key)
         # dataclasses.replace(self, totals=..., changes=...) without its per-field
-        # introspection (a view is made per decision).
-        return frozen_instance(type(self), totals=self.totals.moved(old, episode),
-                               lookup=self.lookup,
-                               changes={**self.changes, episode_key: episode})
+        # introspection: the instance's dict set whole (a view is made per decision;
+        # tests/streams/care/test_fast_paths.py checks it is the view __init__ builds).
+        view = _new(type(self))
+        _set(view, "__dict__", {"totals": self.totals.moved(old, episode),
+                                "lookup": self.lookup,
+                                "changes": {**changes, episode_key: episode}})
+        return view
 
 
 @dataclass(frozen=True)
@@ -384,6 +406,23 @@ class Decision:
             "episode_key": self.episode_key,
             "cause_event_id": self.cause_event_id,
         }
+
+
+def _decision(status: Status, manager_id: str | None, team_id: str, supervisor: str | None,
+              reason: str, points: int, load_after: int | None, cap: int | None,
+              considered: tuple[tuple[str, str], ...], continuity: str | None,
+              episode_key: str | None, cause_event_id: str | None) -> Decision:
+    """``Decision(...)`` with its dict set whole: the frozen ``__init__`` sets each field
+    through ``object.__setattr__`` (a decision is made per request;
+    tests/streams/care/test_fast_paths.py checks it is the decision ``__init__`` builds)."""
+    decision = _new(Decision)
+    _set(decision, "__dict__", {
+        "status": status, "manager_id": manager_id, "team_id": team_id,
+        "supervisor": supervisor, "reason": reason, "points": points,
+        "load_after": load_after, "cap": cap, "considered": considered,
+        "continuity": continuity, "episode_key": episode_key,
+        "cause_event_id": cause_event_id})
+    return decision
 
 
 # ISO 639-1 code -> other spellings (ISO 639-2/B, 639-2/T, 639-3 macrolanguage members,
@@ -563,23 +602,6 @@ def assign(
     supervisor = team.supervisor if team is not None else None
     points = cfg.points_for(req.risk_level)
 
-    def decide(status: Status, manager: Manager | None, reason: str,
-               considered: tuple[tuple[str, str], ...] = (),
-               continuity: str | None = None) -> tuple[C | TeamState, Decision]:
-        episode = _EpisodeLoad(manager_id=manager.id if manager else None, points=points,
-                               assigned_at=now, reason=reason)
-        new_state = current.with_episode(req.episode_key, episode)
-        # The episode replaced here (if any) was queued, not on anyone's load: the
-        # manager's load after is theirs before plus this episode's points.
-        return new_state, frozen_instance(
-            Decision, status=status, manager_id=episode.manager_id, team_id=req.team_id,
-            supervisor=supervisor, reason=reason, points=points,
-            load_after=loads.get(manager.id, 0) + points if manager else None,
-            cap=manager.cap_points if manager else None, considered=considered,
-            continuity=continuity, episode_key=req.episode_key,
-            cause_event_id=req.cause_event_id,
-        )
-
     # (1) Redelivery or a repeated request: keep the manager, the points and the time.
     existing = current.episode(req.episode_key)
     if existing is not None and existing.manager_id is not None:
@@ -595,12 +617,14 @@ def assign(
 
     loads = current.totals.loads  # read only
     if team is None:
-        return decide("unassigned", None, "no_team")
+        return _placed(current, req, "unassigned", None, "no_team", points, now, loads,
+                       supervisor, (), None)
 
     # (2) Continuity.
     chosen, continuity = _continuity(loads, req, points, now, roster, cfg)
     if chosen is not None:
-        return decide("assigned", chosen, "continuity", ((chosen.id, "chosen"),), continuity)
+        return _placed(current, req, "assigned", chosen, "continuity", points, now, loads,
+                       supervisor, ((chosen.id, "chosen"),), continuity)
 
     # (3)-(5) Eligibility, shift, capacity: the first failing rule is each member's reason.
     considered: dict[str, str] = {}
@@ -624,14 +648,35 @@ def assign(
     if not candidates:
         reason = ("none_eligible" if eligible == 0
                   else "none_on_shift" if on_duty == 0 else "all_at_cap")
-        return decide("unassigned", None, reason, tuple(considered.items()), continuity)
+        return _placed(current, req, "unassigned", None, reason, points, now, loads,
+                       supervisor, tuple(considered.items()), continuity)
 
     # (6) Lowest load, then lowest load ratio, then id. Between equal loads L > 0 the
     # lower ratio L/cap is the larger cap (caps are positive); at L = 0 every ratio is 0.
     # Exact, like comparing Fractions, at a fraction of their cost.
     best = min(candidates, key=lambda m: _least_loaded_key(loads.get(m.id, 0), m))
     considered[best.id] = "chosen"
-    return decide("assigned", best, "least_loaded", tuple(considered.items()), continuity)
+    return _placed(current, req, "assigned", best, "least_loaded", points, now, loads,
+                   supervisor, tuple(considered.items()), continuity)
+
+
+def _placed(current: C, req: AssignmentRequest, status: Status, manager: Manager | None,
+            reason: str, points: int, now: datetime, loads: dict[str, int],
+            supervisor: str | None, considered: tuple[tuple[str, str], ...],
+            continuity: str | None) -> tuple[C, Decision]:
+    """:func:`assign`'s outcome: the episode placed with ``manager`` (None: queued)."""
+    manager_id = manager.id if manager is not None else None
+    episode = _EpisodeLoad(manager_id=manager_id, points=points, assigned_at=now,
+                           reason=reason)
+    # The episode replaced here (if any) was queued, not on anyone's load: the manager's
+    # load after is theirs before plus this episode's points.
+    if manager is None:
+        load_after = cap = None
+    else:
+        load_after, cap = loads.get(manager.id, 0) + points, manager.cap_points
+    return current.with_episode(req.episode_key, episode), _decision(
+        status, manager_id, req.team_id, supervisor, reason, points, load_after, cap,
+        considered, continuity, req.episode_key, req.cause_event_id)
 
 
 def _members_eligibility(roster: Roster, req: AssignmentRequest
