@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, Protocol, Self, TypeVar
 
@@ -538,23 +538,6 @@ def _eligibility_skip(manager: Manager, wanted: tuple[str | None, tuple[str, ...
     return None
 
 
-def _require_aware(now: datetime) -> None:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be an aware datetime")
-
-
-def _shift_skip_at(manager: Manager, instant: datetime, local_days: dict[Any, date]
-                   ) -> str | None:
-    """:func:`streams.care.roster.shift_skip` at an instant already in UTC; ``local_days``
-    (zone -> that instant's date there) shares the conversion between the managers of
-    one request."""
-    zone = manager.zone
-    local_day = local_days.get(zone)
-    if local_day is None:
-        local_day = local_days[zone] = instant.astimezone(zone).date()
-    return shift_skip(manager, instant, local_day)
-
-
 def _continuity(
     loads: dict[str, int], req: AssignmentRequest, points: int, now: datetime, roster: Roster,
     cfg: AssignmentConfig,
@@ -594,7 +577,8 @@ def assign(
     changed. ``state`` None means the team has no caseload yet. Raises ValueError for a
     naive ``now`` or a state of another team.
     """
-    _require_aware(now)
+    if now.utcoffset() is None:  # also None for a naive datetime (no tzinfo)
+        raise ValueError("now must be an aware datetime")
     current: C | TeamState = state if state is not None else TeamState(team_id=req.team_id)
     if current.team_id != req.team_id:
         raise ValueError("the state belongs to another team")
@@ -631,11 +615,17 @@ def assign(
     eligible = on_duty = 0
     candidates: list[Manager] = []
     instant = now.astimezone(UTC)
-    local_days: dict[Any, date] = {}
+    # The instant's date in the last member's zone, shared with the next member when
+    # theirs is the same (a team usually works in one zone): one conversion per request.
+    zone: Any = None
+    local_day = instant.date()
     for manager, skip in _members_eligibility(roster, req):
         if skip is None:
             eligible += 1
-            skip = _shift_skip_at(manager, instant, local_days)
+            if manager.zone is not zone:
+                zone = manager.zone
+                local_day = instant.astimezone(zone).date()
+            skip = shift_skip(manager, instant, local_day)
             if skip is None:
                 on_duty += 1
                 if loads.get(manager.id, 0) + points > manager.cap_points:
@@ -711,12 +701,9 @@ def release(state: C, episode_key: str) -> tuple[C, Decision | None]:
         return state, None
     new_state = state.with_episode(episode_key, None)
     manager_id = episode.manager_id
-    return new_state, Decision(
-        status="released", manager_id=manager_id, team_id=state.team_id, supervisor=None,
-        reason="episode_closed", points=episode.points,
-        load_after=new_state.load(manager_id) if manager_id else None, cap=None,
-        episode_key=episode_key,
-    )
+    return new_state, _decision(
+        "released", manager_id, state.team_id, None, "episode_closed", episode.points,
+        new_state.load(manager_id) if manager_id else None, None, (), None, episode_key, None)
 
 
 def update_points(state: C, episode_key: str, risk_level: str, cfg: AssignmentConfig) -> C:
@@ -732,7 +719,8 @@ def update_points(state: C, episode_key: str, risk_level: str, cfg: AssignmentCo
     points = cfg.points_for(risk_level)
     if points == episode.points:
         return state
-    return state.with_episode(episode_key, episode.model_copy(update={"points": points}))
+    # model_copy(update=...) without pydantic's generic copy (streams.care.trusted.evolve).
+    return state.with_episode(episode_key, evolve(episode, points=points))
 
 
 def team_figures(

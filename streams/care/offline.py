@@ -179,9 +179,10 @@ class OfflineRun:
                         else:
                             rows[episode_key] = row
                     # CaseloadView(team.totals, rows.get), as trusted.frozen_instance builds
-                    # it (one per assignment).
-                    team = frozen_instance(CaseloadView, totals=team.totals, lookup=rows.get,
-                                           changes={})
+                    # it (one per assignment); team.lookup is rows.get already (the view
+                    # of _team or load_team, passed on by with_episode).
+                    team = frozen_instance(CaseloadView, totals=team.totals,
+                                           lookup=team.lookup, changes={})
                 self.teams[key] = team
             else:
                 if referrals and (topic == _EVENTS or (
