@@ -32,7 +32,7 @@ are all "zh": the table is coarse there, see :data:`LANGUAGE_ALIASES`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -334,8 +334,10 @@ class CaseloadView:
     totals: TeamTotals
     lookup: Callable[[str], EpisodeLoad | None]
     """Episode key -> the stored row (None when absent). Must not change during a decision."""
-    changes: Mapping[str, EpisodeLoad | None] = field(default_factory=dict)
-    """Rows written by this view's decisions and not yet stored (None: removed)."""
+    changes: dict[str, EpisodeLoad | None] = field(default_factory=dict)
+    """Rows written by this view's decisions and not yet stored (None: removed). A dict of
+    this view's own (:meth:`with_episode` builds one per view): the owner may empty it
+    once stored, which keeps the view and saves building another per decision."""
 
     @property
     def team_id(self) -> str:

@@ -439,8 +439,9 @@ def test_facts_from_fields_refuse_naive_times() -> None:
 
 
 def test_caseload_views_are_the_views_their_constructor_builds() -> None:
-    # with_episode and the offline run build views with frozen_instance, not
-    # dataclasses.replace / CaseloadView(...): equal fields, same class, still frozen.
+    # with_episode builds views with their dict set whole, not dataclasses.replace /
+    # CaseloadView(...): equal fields, same class, still frozen; each with a changes dict
+    # of its own (the offline run empties it once stored).
     at = datetime(2026, 11, 3, 15, tzinfo=UTC)
     rows = {"a": EpisodeLoad(manager_id="m", points=3, assigned_at=at)}
     view = CaseloadView(TeamTotals(team_id="t").moved(None, rows["a"]), rows.get)
@@ -453,6 +454,7 @@ def test_caseload_views_are_the_views_their_constructor_builds() -> None:
     gone = moved.with_episode("a", None)
     assert gone.changes == {"b": row, "a": None} and gone.load("m") == 0
     assert view.changes == {}  # the view it came from is unchanged
+    assert moved.changes is not view.changes and gone.changes is not moved.changes
     with pytest.raises(dataclasses.FrozenInstanceError):
         moved.totals = view.totals  # type: ignore[misc]
 
