@@ -32,9 +32,9 @@ are all "zh": the table is coarse there, see :data:`LANGUAGE_ALIASES`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, Protocol, Self, TypeVar
 
@@ -48,7 +48,7 @@ from streams.care.roster import (
     on_shift,
     shift_skip,
 )
-from streams.care.trusted import constructor, evolve, frozen_instance
+from streams.care.trusted import constructor, evolve
 
 __all__ = [
     "LANGUAGE_ALIASES",
@@ -70,6 +70,9 @@ __all__ = [
 ]
 
 C = TypeVar("C", bound="Caseload")
+
+_new = object.__new__
+_set = object.__setattr__
 
 Status = Literal["assigned", "unassigned", "already_assigned", "released"]
 Reason = Literal[
@@ -177,6 +180,21 @@ class TeamTotals(BaseModel):
 
     def moved(self, old: EpisodeLoad | None, new: EpisodeLoad | None) -> TeamTotals:
         """The totals once an episode held as ``old`` is held as ``new`` (None: absent)."""
+        if (new is None or new.manager_id is None) and (old is None or old.manager_id is None):
+            # Only the queue moves (most requests end unassigned, many of them retrying an
+            # episode already queued): the managers' entries are shared as they are, and
+            # a re-queued episode of the same points leaves the totals as they were.
+            queued, queued_points = self.queued, self.queued_points
+            if new is not None:
+                queued += 1
+                queued_points += new.points
+            if old is not None:
+                queued -= 1
+                queued_points -= old.points
+            if queued == self.queued and queued_points == self.queued_points:
+                return self  # frozen: the same totals serve the new state
+            return _TeamTotals(team_id=self.team_id, loads=self.loads, open=self.open,
+                               queued=queued, queued_points=queued_points)
         loads, opened = self.loads, self.open
         queued, queued_points = self.queued, self.queued_points
         copied = False
@@ -316,8 +334,10 @@ class CaseloadView:
     totals: TeamTotals
     lookup: Callable[[str], EpisodeLoad | None]
     """Episode key -> the stored row (None when absent). Must not change during a decision."""
-    changes: Mapping[str, EpisodeLoad | None] = field(default_factory=dict)
-    """Rows written by this view's decisions and not yet stored (None: removed)."""
+    changes: dict[str, EpisodeLoad | None] = field(default_factory=dict)
+    """Rows written by this view's decisions and not yet stored (None: removed). A dict of
+    this view's own (:meth:`with_episode` builds one per view): the owner may empty it
+    once stored, which keeps the view and saves building another per decision."""
 
     @property
     def team_id(self) -> str:
@@ -332,12 +352,16 @@ class CaseloadView:
         return self.totals.loads.get(manager_id, 0)
 
     def with_episode(self, episode_key: str, episode: EpisodeLoad | None) -> Self:
-        old = self.episode(episode_key)
+        changes = self.changes
+        old = changes[episode_key] if episode_key in changes else self.lookup(episode_key)
         # dataclasses.replace(self, totals=..., changes=...) without its per-field
-        # introspection (a view is made per decision).
-        return frozen_instance(type(self), totals=self.totals.moved(old, episode),
-                               lookup=self.lookup,
-                               changes={**self.changes, episode_key: episode})
+        # introspection: the instance's dict set whole (a view is made per decision;
+        # tests/streams/care/test_fast_paths.py checks it is the view __init__ builds).
+        view = _new(type(self))
+        _set(view, "__dict__", {"totals": self.totals.moved(old, episode),
+                                "lookup": self.lookup,
+                                "changes": {**changes, episode_key: episode}})
+        return view
 
 
 @dataclass(frozen=True)
@@ -384,6 +408,23 @@ class Decision:
             "episode_key": self.episode_key,
             "cause_event_id": self.cause_event_id,
         }
+
+
+def _decision(status: Status, manager_id: str | None, team_id: str, supervisor: str | None,
+              reason: str, points: int, load_after: int | None, cap: int | None,
+              considered: tuple[tuple[str, str], ...], continuity: str | None,
+              episode_key: str | None, cause_event_id: str | None) -> Decision:
+    """``Decision(...)`` with its dict set whole: the frozen ``__init__`` sets each field
+    through ``object.__setattr__`` (a decision is made per request;
+    tests/streams/care/test_fast_paths.py checks it is the decision ``__init__`` builds)."""
+    decision = _new(Decision)
+    _set(decision, "__dict__", {
+        "status": status, "manager_id": manager_id, "team_id": team_id,
+        "supervisor": supervisor, "reason": reason, "points": points,
+        "load_after": load_after, "cap": cap, "considered": considered,
+        "continuity": continuity, "episode_key": episode_key,
+        "cause_event_id": cause_event_id})
+    return decision
 
 
 # ISO 639-1 code -> other spellings (ISO 639-2/B, 639-2/T, 639-3 macrolanguage members,
@@ -499,23 +540,6 @@ def _eligibility_skip(manager: Manager, wanted: tuple[str | None, tuple[str, ...
     return None
 
 
-def _require_aware(now: datetime) -> None:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be an aware datetime")
-
-
-def _shift_skip_at(manager: Manager, instant: datetime, local_days: dict[Any, date]
-                   ) -> str | None:
-    """:func:`streams.care.roster.shift_skip` at an instant already in UTC; ``local_days``
-    (zone -> that instant's date there) shares the conversion between the managers of
-    one request."""
-    zone = manager.zone
-    local_day = local_days.get(zone)
-    if local_day is None:
-        local_day = local_days[zone] = instant.astimezone(zone).date()
-    return shift_skip(manager, instant, local_day)
-
-
 def _continuity(
     loads: dict[str, int], req: AssignmentRequest, points: int, now: datetime, roster: Roster,
     cfg: AssignmentConfig,
@@ -555,30 +579,14 @@ def assign(
     changed. ``state`` None means the team has no caseload yet. Raises ValueError for a
     naive ``now`` or a state of another team.
     """
-    _require_aware(now)
+    if now.utcoffset() is None:  # also None for a naive datetime (no tzinfo)
+        raise ValueError("now must be an aware datetime")
     current: C | TeamState = state if state is not None else TeamState(team_id=req.team_id)
     if current.team_id != req.team_id:
         raise ValueError("the state belongs to another team")
     team = roster.team(req.team_id)
     supervisor = team.supervisor if team is not None else None
     points = cfg.points_for(req.risk_level)
-
-    def decide(status: Status, manager: Manager | None, reason: str,
-               considered: tuple[tuple[str, str], ...] = (),
-               continuity: str | None = None) -> tuple[C | TeamState, Decision]:
-        episode = _EpisodeLoad(manager_id=manager.id if manager else None, points=points,
-                               assigned_at=now, reason=reason)
-        new_state = current.with_episode(req.episode_key, episode)
-        # The episode replaced here (if any) was queued, not on anyone's load: the
-        # manager's load after is theirs before plus this episode's points.
-        return new_state, frozen_instance(
-            Decision, status=status, manager_id=episode.manager_id, team_id=req.team_id,
-            supervisor=supervisor, reason=reason, points=points,
-            load_after=loads.get(manager.id, 0) + points if manager else None,
-            cap=manager.cap_points if manager else None, considered=considered,
-            continuity=continuity, episode_key=req.episode_key,
-            cause_event_id=req.cause_event_id,
-        )
 
     # (1) Redelivery or a repeated request: keep the manager, the points and the time.
     existing = current.episode(req.episode_key)
@@ -595,23 +603,31 @@ def assign(
 
     loads = current.totals.loads  # read only
     if team is None:
-        return decide("unassigned", None, "no_team")
+        return _placed(current, req, "unassigned", None, "no_team", points, now, loads,
+                       supervisor, (), None)
 
     # (2) Continuity.
     chosen, continuity = _continuity(loads, req, points, now, roster, cfg)
     if chosen is not None:
-        return decide("assigned", chosen, "continuity", ((chosen.id, "chosen"),), continuity)
+        return _placed(current, req, "assigned", chosen, "continuity", points, now, loads,
+                       supervisor, ((chosen.id, "chosen"),), continuity)
 
     # (3)-(5) Eligibility, shift, capacity: the first failing rule is each member's reason.
     considered: dict[str, str] = {}
     eligible = on_duty = 0
     candidates: list[Manager] = []
     instant = now.astimezone(UTC)
-    local_days: dict[Any, date] = {}
+    # The instant's date in the last member's zone, shared with the next member when
+    # theirs is the same (a team usually works in one zone): one conversion per request.
+    zone: Any = None
+    local_day = instant.date()
     for manager, skip in _members_eligibility(roster, req):
         if skip is None:
             eligible += 1
-            skip = _shift_skip_at(manager, instant, local_days)
+            if manager.zone is not zone:
+                zone = manager.zone
+                local_day = instant.astimezone(zone).date()
+            skip = shift_skip(manager, instant, local_day)
             if skip is None:
                 on_duty += 1
                 if loads.get(manager.id, 0) + points > manager.cap_points:
@@ -624,14 +640,35 @@ def assign(
     if not candidates:
         reason = ("none_eligible" if eligible == 0
                   else "none_on_shift" if on_duty == 0 else "all_at_cap")
-        return decide("unassigned", None, reason, tuple(considered.items()), continuity)
+        return _placed(current, req, "unassigned", None, reason, points, now, loads,
+                       supervisor, tuple(considered.items()), continuity)
 
     # (6) Lowest load, then lowest load ratio, then id. Between equal loads L > 0 the
     # lower ratio L/cap is the larger cap (caps are positive); at L = 0 every ratio is 0.
     # Exact, like comparing Fractions, at a fraction of their cost.
     best = min(candidates, key=lambda m: _least_loaded_key(loads.get(m.id, 0), m))
     considered[best.id] = "chosen"
-    return decide("assigned", best, "least_loaded", tuple(considered.items()), continuity)
+    return _placed(current, req, "assigned", best, "least_loaded", points, now, loads,
+                   supervisor, tuple(considered.items()), continuity)
+
+
+def _placed(current: C, req: AssignmentRequest, status: Status, manager: Manager | None,
+            reason: str, points: int, now: datetime, loads: dict[str, int],
+            supervisor: str | None, considered: tuple[tuple[str, str], ...],
+            continuity: str | None) -> tuple[C, Decision]:
+    """:func:`assign`'s outcome: the episode placed with ``manager`` (None: queued)."""
+    manager_id = manager.id if manager is not None else None
+    episode = _EpisodeLoad(manager_id=manager_id, points=points, assigned_at=now,
+                           reason=reason)
+    # The episode replaced here (if any) was queued, not on anyone's load: the manager's
+    # load after is theirs before plus this episode's points.
+    if manager is None:
+        load_after = cap = None
+    else:
+        load_after, cap = loads.get(manager.id, 0) + points, manager.cap_points
+    return current.with_episode(req.episode_key, episode), _decision(
+        status, manager_id, req.team_id, supervisor, reason, points, load_after, cap,
+        considered, continuity, req.episode_key, req.cause_event_id)
 
 
 def _members_eligibility(roster: Roster, req: AssignmentRequest
@@ -666,12 +703,9 @@ def release(state: C, episode_key: str) -> tuple[C, Decision | None]:
         return state, None
     new_state = state.with_episode(episode_key, None)
     manager_id = episode.manager_id
-    return new_state, Decision(
-        status="released", manager_id=manager_id, team_id=state.team_id, supervisor=None,
-        reason="episode_closed", points=episode.points,
-        load_after=new_state.load(manager_id) if manager_id else None, cap=None,
-        episode_key=episode_key,
-    )
+    return new_state, _decision(
+        "released", manager_id, state.team_id, None, "episode_closed", episode.points,
+        new_state.load(manager_id) if manager_id else None, None, (), None, episode_key, None)
 
 
 def update_points(state: C, episode_key: str, risk_level: str, cfg: AssignmentConfig) -> C:
@@ -687,7 +721,8 @@ def update_points(state: C, episode_key: str, risk_level: str, cfg: AssignmentCo
     points = cfg.points_for(risk_level)
     if points == episode.points:
         return state
-    return state.with_episode(episode_key, episode.model_copy(update={"points": points}))
+    # model_copy(update=...) without pydantic's generic copy (streams.care.trusted.evolve).
+    return state.with_episode(episode_key, evolve(episode, points=points))
 
 
 def team_figures(

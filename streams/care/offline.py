@@ -29,7 +29,6 @@ from streams.care.engine import (
     tick_patient,
 )
 from streams.care.state import PatientState
-from streams.care.trusted import frozen_instance
 from streams.referrals.engine import ReferralContext, ReferralInput, apply_referral
 from streams.referrals.state import ReferralPatientState
 
@@ -178,10 +177,11 @@ class OfflineRun:
                             rows.pop(episode_key, None)
                         else:
                             rows[episode_key] = row
-                    # CaseloadView(team.totals, rows.get), as trusted.frozen_instance builds
-                    # it (one per assignment).
-                    team = frozen_instance(CaseloadView, totals=team.totals, lookup=rows.get,
-                                           changes={})
+                    # Stored: the view now reads them through its lookup (rows.get, from
+                    # _team or load_team, passed on by with_episode). Its changes dict is
+                    # its own (with_episode builds one per view): emptied in place rather
+                    # than a new view built per decision.
+                    team.changes.clear()
                 self.teams[key] = team
             else:
                 if referrals and (topic == _EVENTS or (

@@ -375,7 +375,10 @@ def shift_skip(manager: Manager, instant: datetime, local_day: date) -> str | No
     rules; callers checking many managers at one instant share the date conversion)."""
     if local_day in manager.pto:
         return "pto"
-    for start, end in shift_windows(manager, local_day):
+    windows = manager.memo.get(local_day)  # shift_windows' memo read in line: a hit is usual
+    if windows is None:
+        windows = shift_windows(manager, local_day)
+    for start, end in windows:
         if start <= instant < end:
             return None
     return "off_shift"

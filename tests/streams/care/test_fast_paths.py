@@ -29,9 +29,11 @@ from streams.care.assignment import (
     AssignmentConfig,
     AssignmentRequest,
     CaseloadView,
+    Decision,
     EpisodeLoad,
     TeamState,
     TeamTotals,
+    _decision,
     _members_eligibility,
     assign,
     eligibility_skip,
@@ -437,8 +439,9 @@ def test_facts_from_fields_refuse_naive_times() -> None:
 
 
 def test_caseload_views_are_the_views_their_constructor_builds() -> None:
-    # with_episode and the offline run build views with frozen_instance, not
-    # dataclasses.replace / CaseloadView(...): equal fields, same class, still frozen.
+    # with_episode builds views with their dict set whole, not dataclasses.replace /
+    # CaseloadView(...): equal fields, same class, still frozen; each with a changes dict
+    # of its own (the offline run empties it once stored).
     at = datetime(2026, 11, 3, 15, tzinfo=UTC)
     rows = {"a": EpisodeLoad(manager_id="m", points=3, assigned_at=at)}
     view = CaseloadView(TeamTotals(team_id="t").moved(None, rows["a"]), rows.get)
@@ -451,6 +454,7 @@ def test_caseload_views_are_the_views_their_constructor_builds() -> None:
     gone = moved.with_episode("a", None)
     assert gone.changes == {"b": row, "a": None} and gone.load("m") == 0
     assert view.changes == {}  # the view it came from is unchanged
+    assert moved.changes is not view.changes and gone.changes is not moved.changes
     with pytest.raises(dataclasses.FrozenInstanceError):
         moved.totals = view.totals  # type: ignore[misc]
 
@@ -478,3 +482,80 @@ def test_states_written_in_place_keep_every_field_set() -> None:
             assert ep.model_fields_set == set(EpisodeState.model_fields)
             for t in ep.tasks.values():
                 assert t.model_fields_set == set(TaskState.model_fields)
+
+
+def test_decisions_built_whole_are_the_decisions_their_init_builds() -> None:
+    # assign and release build decisions with their dict set whole (assignment._decision).
+    fields: dict[str, Any] = {
+        "status": "unassigned", "manager_id": None, "team_id": "t", "supervisor": "sup",
+        "reason": "all_at_cap", "points": 3, "load_after": None, "cap": None,
+        "considered": (("m1", "at_cap"), ("m2", "off_shift")), "continuity": "expired",
+        "episode_key": "F|1", "cause_event_id": "e"}
+    built = _decision(**fields)
+    assert type(built) is Decision and built == Decision(**fields)
+    assert vars(built) == vars(Decision(**fields)) and hash(built) == hash(Decision(**fields))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.reason = "other"  # type: ignore[misc]
+
+
+def _recount(team_id: str, rows: dict[str, EpisodeLoad]) -> TeamTotals:
+    loads: dict[str, int] = {}
+    opened: dict[str, int] = {}
+    queued = queued_points = 0
+    for row in rows.values():
+        if row.manager_id is None:
+            queued += 1
+            queued_points += row.points
+        else:
+            loads[row.manager_id] = loads.get(row.manager_id, 0) + row.points
+            opened[row.manager_id] = opened.get(row.manager_id, 0) + 1
+    return TeamTotals(team_id=team_id, loads=loads, open=opened, queued=queued,
+                      queued_points=queued_points)
+
+
+_HOLDINGS = st.one_of(st.none(), st.tuples(st.sampled_from([None, "m", "n"]),
+                                           st.integers(1, 3)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(others=st.lists(st.tuples(st.sampled_from([None, "m", "n"]), st.integers(1, 3)),
+                       max_size=4),
+       old=_HOLDINGS, new=_HOLDINGS)
+def test_moved_totals_agree_with_a_recount(others: list[tuple[str | None, int]],
+                                            old: tuple[str | None, int] | None,
+                                            new: tuple[str | None, int] | None) -> None:
+    # TeamTotals.moved has a queue-only path (no manager's entry changes, the managers'
+    # dicts shared; the same totals back when nothing moves): it agrees with a recount.
+    at = datetime(2026, 11, 3, 15, tzinfo=UTC)
+    rows = {f"k{i}": EpisodeLoad(manager_id=m, points=p, assigned_at=at)
+            for i, (m, p) in enumerate(others)}
+    before = dict(rows)
+    old_row = new_row = None
+    if old is not None:
+        old_row = before["x"] = EpisodeLoad(manager_id=old[0], points=old[1], assigned_at=at)
+    if new is not None:
+        new_row = rows["x"] = EpisodeLoad(manager_id=new[0], points=new[1], assigned_at=at)
+    totals = _recount("t", before)
+    kept = totals.model_dump()
+    moved = totals.moved(old_row, new_row)
+    assert moved == _recount("t", rows)
+    assert totals.model_dump() == kept  # the totals it came from are unchanged
+    assert moved.model_fields_set == set(TeamTotals.model_fields)
+
+
+def test_offline_views_read_their_own_rows() -> None:
+    # The offline run rebuilds a team's view over the lookup with_episode passed on: it
+    # must be the get of that team's rows, as when the run built the view.
+    ctx = CareContext(config=load_rules(None, default_tz="America/New_York"),
+                      roster=ROSTERS[1])
+    events = list(map_files([str(p) for p in sorted((HERE / "journeys").glob("*.hl7"))],
+                            default_tz="America/New_York",
+                            received_at=datetime(1970, 1, 1, tzinfo=UTC)))
+    run = OfflineRun(ctx)
+    for ev in events:
+        assert isinstance(ev, CanonicalEvent)
+        run.event(ev)
+    assert run.teams
+    for team_id, view in run.teams.items():
+        assert view.lookup == run.team_rows[team_id].get and not view.changes
+        assert view.totals == _recount(team_id, run.team_rows[team_id])
