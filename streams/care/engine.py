@@ -713,19 +713,26 @@ def _part(f: RiskFactor | RiskFlag | LaceResult | CharlsonResult,
 def _assessed(stage: str, r: RiskResult, memo: dict[Any, _Part]) -> _Assessed:
     if len(memo) >= _ASSESSMENTS_MAX:
         memo.clear()
-    factors = [_part(f, memo) for f in r.factors]
+    # The LACE factors come as one cached tuple (risk._lace_parts): their models and JSON
+    # are memoized by the tuple, one lookup for the four.
+    fs = r.factors
+    factors = memo.get(id(fs))
+    if factors is None or factors[0] is not fs:
+        each = [_part(f, memo) for f in fs]
+        factors = memo[id(fs)] = (fs, tuple([m for _, m, _, _ in each]),
+                                  [j for _, _, j, _ in each], "")
     reasons = [_part(f, memo) for f in r.flags]
     lace, charlson = _part(r.lace, memo), _part(r.charlson, memo)
     # _signature(stage, r), from the pieces' memoized texts.
-    text = "".join([stage, "\x1f", r.level, lace[3], charlson[3], *(t for *_, t in reasons)])
-    return _Assessed(
-        level=r.level, signature=hashlib.sha256(text.encode()).hexdigest()[:16],
-        lace=lace[1], charlson=charlson[1],
-        factors=tuple(m for _, m, _, _ in factors), reasons=tuple(m for _, m, _, _ in reasons),
+    text = "".join([stage, "\x1f", r.level, lace[3], charlson[3], *[t for *_, t in reasons]])
+    # _Assessed(...) without its generated __new__'s call (same tuple, same class).
+    return tuple.__new__(_Assessed, (  # type: ignore[no-any-return]
+        r.level, hashlib.sha256(text.encode()).hexdigest()[:16], lace[1], charlson[1],
+        factors[1], tuple([m for _, m, _, _ in reasons]),
         # flag.model_dump(mode="json") of these fields, written out (same keys, same order;
         # tests/streams/care/test_fast_paths.py checks it). Shared JSON is read-only.
-        json={"lace": lace[2], "charlson": charlson[2],
-              "factors": [j for _, _, j, _ in factors], "reasons": [j for _, _, j, _ in reasons]})
+        {"lace": lace[2], "charlson": charlson[2], "factors": factors[2],
+         "reasons": [j for _, _, j, _ in reasons]}))
 
 
 def _flag(p: PatientState, ep: EpisodeState, ev: CanonicalEvent, stage: str, ctx: CareContext,

@@ -434,18 +434,23 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-def _lace_factors(
-    facts: RiskFacts, result: LaceResult, c_detail: str, cfg: RiskConfig
-) -> tuple[Factor, ...]:
+@lru_cache(maxsize=4096)
+def _lace_parts(los: int | None, final: bool, l_points: int, emergent: bool,
+                reason: str | None, a_points: int, c_points: int, c_detail: str, ed_6m: int,
+                lookback_days: int, e_points: int, high_display: str
+                ) -> tuple[tuple[Factor, ...], RiskFlag]:
     # Each factor depends on a few small values only: built once per value (cached), so
     # an assessment rebuilds no detail string it has built before, and the engine's
-    # per-object memo of published parts finds the same objects again.
-    return (
-        _l_factor(facts.los, facts.final, result.l),
-        _a_factor(facts.emergent, facts.emergent_reason, result.a),
-        _c_factor(result.c, c_detail),
-        _e_factor(facts.ed_6m, cfg.ed_lookback_days, result.e),
+    # per-object memo of published parts finds the same objects again. The tuple, and
+    # the high_lace flag over it, are cached too: an assessment gets both in one lookup
+    # of plain values (hashing the factors to find the flag hashed each dataclass).
+    factors = (
+        _l_factor(los, final, l_points),
+        _a_factor(emergent, reason, a_points),
+        _c_factor(c_points, c_detail),
+        _e_factor(ed_6m, lookback_days, e_points),
     )
+    return factors, _risk_flag("high_lace", high_display, tuple([f for f in factors if f.points]))
 
 
 @lru_cache(maxsize=1024)
@@ -488,6 +493,14 @@ def _one_factor_flag(code: FlagCode, display: str, factor_code: str, detail: str
 @lru_cache(maxsize=1024)
 def _risk_flag(code: FlagCode, display: str, factors: tuple[Factor, ...]) -> RiskFlag:
     return RiskFlag(code, display, factors)
+
+
+@lru_cache(maxsize=4096)
+def _diagnosis_flag(code: FlagCode, display: str, diagnoses: Diagnoses) -> RiskFlag:
+    # _risk_flag of the diagnoses' cms or social factors, found by the diagnoses (a tuple
+    # of strings, hashed in C) rather than by the factors (each dataclass hashed in Python).
+    facts = _diagnosis_facts(diagnoses)
+    return _risk_flag(code, display, facts.cms if code == "cms_condition" else facts.social)
 
 
 @lru_cache(maxsize=64)
@@ -623,16 +636,19 @@ def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
     diagnosis = _diagnosis_facts(facts.diagnoses)
     ch = diagnosis.charlson
     result = _lace_of(facts.los or 0, facts.emergent, ch.lace_points, facts.ed_6m)
-    factors = _lace_factors(facts, result, diagnosis.c_detail, cfg)
     display = _flag_displays(cfg.readmission_days)
+    # The LACE factors, and the high_lace flag over them (fired or not).
+    factors, high_lace = _lace_parts(
+        facts.los, facts.final, result.l, facts.emergent, facts.emergent_reason, result.a,
+        result.c, diagnosis.c_detail, facts.ed_6m, cfg.ed_lookback_days, result.e,
+        display["high_lace"])
     enabled = cfg.enabled_flags
 
     # Flags in ALL_FLAGS order, each only when enabled; every flag is a cached object
     # (equal inputs give the very same flag).
     flags: list[RiskFlag] = []
     if result.score >= cfg.flag_lace_at and "high_lace" in enabled:
-        flags.append(_risk_flag("high_lace", display["high_lace"],
-                                tuple(f for f in factors if f.points)))
+        flags.append(high_lace)
     if (days := facts.readmission_days) is not None and "readmission_30d" in enabled:
         flags.append(_one_factor_flag(
             "readmission_30d", display["readmission_30d"], "readmission.days_since_discharge",
@@ -644,7 +660,8 @@ def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
             "against_medical_advice", display["against_medical_advice"],
             "discharge.disposition", f"discharge disposition {ama}"))
     if diagnosis.cms and "cms_condition" in enabled:
-        flags.append(_risk_flag("cms_condition", display["cms_condition"], diagnosis.cms))
+        flags.append(_diagnosis_flag("cms_condition", display["cms_condition"],
+                                     facts.diagnoses))
     recent_ed = facts.recent_ed
     if recent_ed >= cfg.frequent_ed_visits and "frequent_ed" in enabled:
         flags.append(_one_factor_flag(
@@ -652,7 +669,8 @@ def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
             f"{recent_ed} ED visits in the {cfg.frequent_ed_days} days before admission "
             f"(threshold {cfg.frequent_ed_visits})"))
     if diagnosis.social and "social_needs" in enabled:
-        flags.append(_risk_flag("social_needs", display["social_needs"], diagnosis.social))
+        flags.append(_diagnosis_flag("social_needs", display["social_needs"],
+                                     facts.diagnoses))
     # RiskResult(...) as one dict update (trusted.frozen_instance): its frozen __init__
     # sets each field through object.__setattr__, and every cold assessment builds one.
     return frozen_instance(

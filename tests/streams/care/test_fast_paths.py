@@ -25,6 +25,7 @@ from hub.commands.decide_cmd import load_roster, load_rules
 from hub.commands.map_cmd import map_files
 from schemas.canonical import CanonicalEvent, EventKind, derive_id
 from schemas.care import AssignmentOutput, FlagOutput, TaskOutput, TeamRequest
+from streams.care import risk
 from streams.care.assignment import (
     AssignmentConfig,
     AssignmentRequest,
@@ -45,6 +46,7 @@ from streams.care.offline import OfflineRun, summary_line
 from streams.care.risk import (
     RiskConfig,
     RiskFacts,
+    RiskFlag,
     RiskInput,
     RiskResult,
     assess_facts,
@@ -346,6 +348,29 @@ def test_assessed_pieces_agree_with_the_result(facts: RiskFacts, stage: str) -> 
                                  for f in result.flags]}
         assert json.dumps(a.json) == json.dumps(flag_json)
         assert [r.model_dump() for r in a.reasons] == flag_json["reasons"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(facts=_FACTS)
+def test_cached_lace_parts_and_diagnosis_flags_agree_with_their_pieces(facts: RiskFacts) -> None:
+    # assess_facts takes the LACE factors, the high_lace flag and the diagnosis flags
+    # from caches keyed by plain values: they must be the flags built from the factors.
+    cfg = RiskConfig(flag_lace_at=0)
+    r = assess_facts(facts, cfg)
+    diagnosis = risk._diagnosis_facts(facts.diagnoses)
+    assert r.factors == (
+        risk._l_factor(facts.los, facts.final, r.lace.l),
+        risk._a_factor(facts.emergent, facts.emergent_reason, r.lace.a),
+        risk._c_factor(r.lace.c, diagnosis.c_detail),
+        risk._e_factor(facts.ed_6m, cfg.ed_lookback_days, r.lace.e))
+    flags = {f.code: f for f in r.flags}
+    assert flags["high_lace"].factors == tuple(f for f in r.factors if f.points)
+    assert flags.get("cms_condition") == (RiskFlag(
+        "cms_condition", "CMS readmission-program (HRRP) condition", diagnosis.cms)
+        if diagnosis.cms else None)
+    assert flags.get("social_needs") == (RiskFlag(
+        "social_needs", "Social needs (ICD-10 Z55-Z65)", diagnosis.social)
+        if diagnosis.social else None)
 
 
 @pytest.mark.parametrize("roster", ROSTERS)
