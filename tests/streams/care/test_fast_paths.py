@@ -40,7 +40,7 @@ from streams.care.assignment import (
     update_points,
 )
 from streams.care.charlson import diagnoses_key
-from streams.care.engine import CareContext, _assessed, _signature
+from streams.care.engine import CareContext, _assessed, _assessed_of, _signature
 from streams.care.followup import TaskKind
 from streams.care.offline import OfflineRun, summary_line
 from streams.care.risk import (
@@ -50,6 +50,7 @@ from streams.care.risk import (
     RiskInput,
     RiskResult,
     assess_facts,
+    assessment_parts,
     risk_facts,
     risk_facts_of,
 )
@@ -348,6 +349,27 @@ def test_assessed_pieces_agree_with_the_result(facts: RiskFacts, stage: str) -> 
                                  for f in result.flags]}
         assert json.dumps(a.json) == json.dumps(flag_json)
         assert [r.model_dump() for r in a.reasons] == flag_json["reasons"]
+
+
+_CONFIGS = [RiskConfig(), RiskConfig(flag_lace_at=0, lace_moderate_at=2, lace_high_at=4),
+            RiskConfig(enabled_flags=("cms_condition", "frequent_ed")),
+            RiskConfig(enabled_flags=(), frequent_ed_visits=1, readmission_days=7)]
+_WARM_BLOCK_PARTS: dict[Any, Any] = {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts=_FACTS, stage=st.sampled_from(["admission", "discharge"]),
+       cfg=st.sampled_from(_CONFIGS))
+def test_assessment_from_blocks_is_the_assessment_of_the_result(
+        facts: RiskFacts, stage: str, cfg: RiskConfig) -> None:
+    # The engine assembles a cold assessment from the risk rules' cached blocks
+    # (_assessed_of); it must be what the general form builds from assess_facts' result,
+    # with the memo of blocks warm or cold.
+    want = _assessed(stage, assess_facts(facts, cfg), {})
+    for parts in (_WARM_BLOCK_PARTS, {}):
+        got = _assessed_of(stage, assessment_parts(facts, cfg), parts)
+        assert got[:6] == want[:6]
+        assert json.dumps(got.json) == json.dumps(want.json)
 
 
 @settings(max_examples=200, deadline=None)
