@@ -49,9 +49,12 @@ __all__ = [
     "HRRP_CONDITIONS",
     "RISK_CONDITIONS_DATA",
     "SOCIAL_NEEDS",
+    "AssessmentParts",
     "ConditionMatch",
+    "DiagnosisBlock",
     "Factor",
     "FlagCode",
+    "LaceBlock",
     "LaceResult",
     "RiskConfig",
     "RiskFacts",
@@ -62,6 +65,7 @@ __all__ = [
     "RuleCondition",
     "assess",
     "assess_facts",
+    "assessment_parts",
     "cms_conditions",
     "emergent_reason",
     "lace",
@@ -267,9 +271,13 @@ def risk_level(score: int, cfg: RiskConfig) -> RiskLevel:
     """LACE band: ``high`` from ``cfg.lace_high_at``, ``moderate`` from
     ``cfg.lace_moderate_at``, else ``low`` (defaults 0-4 / 5-9 / >=10, BMC Cardiovasc
     Disord 14:97)."""
-    if score >= cfg.lace_high_at:
+    return _band(score, cfg.lace_moderate_at, cfg.lace_high_at)
+
+
+def _band(score: int, moderate_at: int, high_at: int) -> RiskLevel:
+    if score >= high_at:
         return "high"
-    if score >= cfg.lace_moderate_at:
+    if score >= moderate_at:
         return "moderate"
     return "low"
 
@@ -434,18 +442,23 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-def _lace_factors(
-    facts: RiskFacts, result: LaceResult, c_detail: str, cfg: RiskConfig
-) -> tuple[Factor, ...]:
+@lru_cache(maxsize=4096)
+def _lace_parts(los: int | None, final: bool, l_points: int, emergent: bool,
+                reason: str | None, a_points: int, c_points: int, c_detail: str, ed_6m: int,
+                lookback_days: int, e_points: int, high_display: str
+                ) -> tuple[tuple[Factor, ...], RiskFlag]:
     # Each factor depends on a few small values only: built once per value (cached), so
     # an assessment rebuilds no detail string it has built before, and the engine's
-    # per-object memo of published parts finds the same objects again.
-    return (
-        _l_factor(facts.los, facts.final, result.l),
-        _a_factor(facts.emergent, facts.emergent_reason, result.a),
-        _c_factor(result.c, c_detail),
-        _e_factor(facts.ed_6m, cfg.ed_lookback_days, result.e),
+    # per-object memo of published parts finds the same objects again. The tuple, and
+    # the high_lace flag over it, are cached too: an assessment gets both in one lookup
+    # of plain values (hashing the factors to find the flag hashed each dataclass).
+    factors = (
+        _l_factor(los, final, l_points),
+        _a_factor(emergent, reason, a_points),
+        _c_factor(c_points, c_detail),
+        _e_factor(ed_6m, lookback_days, e_points),
     )
+    return factors, _risk_flag("high_lace", high_display, tuple([f for f in factors if f.points]))
 
 
 @lru_cache(maxsize=1024)
@@ -618,49 +631,118 @@ def assess(inp: RiskInput, cfg: RiskConfig) -> RiskResult:
     return assess_facts(risk_facts(inp, cfg), cfg)
 
 
-def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
-    """:func:`assess` from the facts it reads (:func:`risk_facts`)."""
-    diagnosis = _diagnosis_facts(facts.diagnoses)
-    ch = diagnosis.charlson
-    result = _lace_of(facts.los or 0, facts.emergent, ch.lace_points, facts.ed_6m)
-    factors = _lace_factors(facts, result, diagnosis.c_detail, cfg)
-    display = _flag_displays(cfg.readmission_days)
-    enabled = cfg.enabled_flags
+class LaceBlock(NamedTuple):
+    """The LACE part of an assessment (:func:`assessment_parts`)."""
 
-    # Flags in ALL_FLAGS order, each only when enabled; every flag is a cached object
-    # (equal inputs give the very same flag).
-    flags: list[RiskFlag] = []
-    if result.score >= cfg.flag_lace_at and "high_lace" in enabled:
-        flags.append(_risk_flag("high_lace", display["high_lace"],
-                                tuple(f for f in factors if f.points)))
+    result: LaceResult
+    level: RiskLevel
+    factors: tuple[Factor, ...]
+    high_lace: RiskFlag | None
+    """The high_lace flag when it fires (and is enabled)."""
+
+
+class DiagnosisBlock(NamedTuple):
+    """What an assessment takes from the diagnoses alone (:func:`assessment_parts`)."""
+
+    charlson: CharlsonResult
+    c_detail: str
+    cms: RiskFlag | None
+    """The cms_condition flag when it fires (and is enabled); ``social`` likewise."""
+    social: RiskFlag | None
+
+
+class AssessmentParts(NamedTuple):
+    """:func:`assess_facts`' result in cached pieces: equal inputs give the very same
+    blocks and flags, so a caller can memoize what it derives from each by the object
+    (the care engine does; most assessments are new combinations of known blocks)."""
+
+    lace: LaceBlock
+    diagnosis: DiagnosisBlock
+    readmission: RiskFlag | None
+    ama: RiskFlag | None
+    frequent_ed: RiskFlag | None
+    final: bool
+
+
+def assessment_parts(facts: RiskFacts, cfg: RiskConfig) -> AssessmentParts:
+    """The pieces :func:`assess_facts` assembles (see it for the rules)."""
+    enabled = cfg.enabled_flags
+    display = _flag_displays(cfg.readmission_days)
+    diagnosis = _diagnosis_block(
+        facts.diagnoses, display["cms_condition"] if "cms_condition" in enabled else None,
+        display["social_needs"] if "social_needs" in enabled else None)
+    lace_block = _lace_block(
+        facts.los, facts.final, facts.emergent, facts.emergent_reason,
+        diagnosis.charlson.lace_points, diagnosis.c_detail, facts.ed_6m, cfg.ed_lookback_days,
+        cfg.lace_moderate_at, cfg.lace_high_at,
+        cfg.flag_lace_at if "high_lace" in enabled else None, display["high_lace"])
+    readmission = ama_flag = frequent = None
     if (days := facts.readmission_days) is not None and "readmission_30d" in enabled:
-        flags.append(_one_factor_flag(
+        readmission = _one_factor_flag(
             "readmission_30d", display["readmission_30d"], "readmission.days_since_discharge",
             f"admitted {_days(days)} after a prior inpatient discharge "
-            f"(window {cfg.readmission_days} days)"))
+            f"(window {cfg.readmission_days} days)")
     if "against_medical_advice" in enabled and (
             ama := _find_code(facts.discharge_disposition, cfg.ama_dispositions)) is not None:
-        flags.append(_one_factor_flag(
+        ama_flag = _one_factor_flag(
             "against_medical_advice", display["against_medical_advice"],
-            "discharge.disposition", f"discharge disposition {ama}"))
-    if diagnosis.cms and "cms_condition" in enabled:
-        flags.append(_risk_flag("cms_condition", display["cms_condition"], diagnosis.cms))
+            "discharge.disposition", f"discharge disposition {ama}")
     recent_ed = facts.recent_ed
     if recent_ed >= cfg.frequent_ed_visits and "frequent_ed" in enabled:
-        flags.append(_one_factor_flag(
+        frequent = _one_factor_flag(
             "frequent_ed", display["frequent_ed"], "ed.visits",
             f"{recent_ed} ED visits in the {cfg.frequent_ed_days} days before admission "
-            f"(threshold {cfg.frequent_ed_visits})"))
-    if diagnosis.social and "social_needs" in enabled:
-        flags.append(_risk_flag("social_needs", display["social_needs"], diagnosis.social))
+            f"(threshold {cfg.frequent_ed_visits})")
+    # AssessmentParts(...) without its generated __new__'s call (same tuple, same class).
+    return _new_facts(AssessmentParts, (  # type: ignore[no-any-return]
+        lace_block, diagnosis, readmission, ama_flag, frequent, facts.final))
+
+
+@lru_cache(maxsize=4096)
+def _lace_block(los: int | None, final: bool, emergent: bool, reason: str | None,
+                lace_points: int, c_detail: str, ed_6m: int, lookback_days: int,
+                moderate_at: int, high_at: int, flag_at: int | None, high_display: str
+                ) -> LaceBlock:
+    # Cached by plain values: equal inputs give the very same block.
+    result = _lace_of(los or 0, emergent, lace_points, ed_6m)
+    factors, high_lace = _lace_parts(
+        los, final, result.l, emergent, reason, result.a, result.c, c_detail, ed_6m,
+        lookback_days, result.e, high_display)
+    fires = flag_at is not None and result.score >= flag_at
+    return LaceBlock(result, _band(result.score, moderate_at, high_at), factors,
+                     high_lace if fires else None)
+
+
+@lru_cache(maxsize=4096)
+def _diagnosis_block(diagnoses: Diagnoses, cms_display: str | None,
+                     social_display: str | None) -> DiagnosisBlock:
+    # A display of None: that flag is not enabled.
+    facts = _diagnosis_facts(diagnoses)
+    return DiagnosisBlock(
+        facts.charlson, facts.c_detail,
+        _risk_flag("cms_condition", cms_display, facts.cms)
+        if facts.cms and cms_display is not None else None,
+        _risk_flag("social_needs", social_display, facts.social)
+        if facts.social and social_display is not None else None)
+
+
+def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
+    """:func:`assess` from the facts it reads (:func:`risk_facts`)."""
+    parts = assessment_parts(facts, cfg)
+    lace_block, diagnosis = parts.lace, parts.diagnosis
+    # Flags in ALL_FLAGS order, each only when enabled; every flag is a cached object
+    # (equal inputs give the very same flag).
+    flags = tuple([f for f in (lace_block.high_lace, parts.readmission, parts.ama,
+                               diagnosis.cms, parts.frequent_ed, diagnosis.social)
+                   if f is not None])
     # RiskResult(...) as one dict update (trusted.frozen_instance): its frozen __init__
     # sets each field through object.__setattr__, and every cold assessment builds one.
     return frozen_instance(
         RiskResult,
-        level=risk_level(result.score, cfg),
-        lace=result,
-        charlson=ch,
-        factors=factors,
-        flags=tuple(flags),
+        level=lace_block.level,
+        lace=lace_block.result,
+        charlson=diagnosis.charlson,
+        factors=lace_block.factors,
+        flags=flags,
         final=facts.final,
     )

@@ -25,6 +25,7 @@ from hub.commands.decide_cmd import load_roster, load_rules
 from hub.commands.map_cmd import map_files
 from schemas.canonical import CanonicalEvent, EventKind, derive_id
 from schemas.care import AssignmentOutput, FlagOutput, TaskOutput, TeamRequest
+from streams.care import risk
 from streams.care.assignment import (
     AssignmentConfig,
     AssignmentRequest,
@@ -41,15 +42,17 @@ from streams.care.assignment import (
     update_points,
 )
 from streams.care.charlson import diagnoses_key
-from streams.care.engine import CareContext, _assessed, _signature
+from streams.care.engine import CareContext, _assessed, _assessed_of, _signature
 from streams.care.followup import TaskKind
 from streams.care.offline import OfflineRun, summary_line
 from streams.care.risk import (
     RiskConfig,
     RiskFacts,
+    RiskFlag,
     RiskInput,
     RiskResult,
     assess_facts,
+    assessment_parts,
     risk_facts,
     risk_facts_of,
 )
@@ -348,6 +351,50 @@ def test_assessed_pieces_agree_with_the_result(facts: RiskFacts, stage: str) -> 
                                  for f in result.flags]}
         assert json.dumps(a.json) == json.dumps(flag_json)
         assert [r.model_dump() for r in a.reasons] == flag_json["reasons"]
+
+
+_CONFIGS = [RiskConfig(), RiskConfig(flag_lace_at=0, lace_moderate_at=2, lace_high_at=4),
+            RiskConfig(enabled_flags=("cms_condition", "frequent_ed")),
+            RiskConfig(enabled_flags=(), frequent_ed_visits=1, readmission_days=7)]
+_WARM_BLOCK_PARTS: dict[Any, Any] = {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts=_FACTS, stage=st.sampled_from(["admission", "discharge"]),
+       cfg=st.sampled_from(_CONFIGS))
+def test_assessment_from_blocks_is_the_assessment_of_the_result(
+        facts: RiskFacts, stage: str, cfg: RiskConfig) -> None:
+    # The engine assembles a cold assessment from the risk rules' cached blocks
+    # (_assessed_of); it must be what the general form builds from assess_facts' result,
+    # with the memo of blocks warm or cold.
+    want = _assessed(stage, assess_facts(facts, cfg), {})
+    for parts in (_WARM_BLOCK_PARTS, {}):
+        got = _assessed_of(stage, assessment_parts(facts, cfg), parts)
+        assert got[:6] == want[:6]
+        assert json.dumps(got.json) == json.dumps(want.json)
+
+
+@settings(max_examples=200, deadline=None)
+@given(facts=_FACTS)
+def test_cached_lace_parts_and_diagnosis_flags_agree_with_their_pieces(facts: RiskFacts) -> None:
+    # assess_facts takes the LACE factors, the high_lace flag and the diagnosis flags
+    # from caches keyed by plain values: they must be the flags built from the factors.
+    cfg = RiskConfig(flag_lace_at=0)
+    r = assess_facts(facts, cfg)
+    diagnosis = risk._diagnosis_facts(facts.diagnoses)
+    assert r.factors == (
+        risk._l_factor(facts.los, facts.final, r.lace.l),
+        risk._a_factor(facts.emergent, facts.emergent_reason, r.lace.a),
+        risk._c_factor(r.lace.c, diagnosis.c_detail),
+        risk._e_factor(facts.ed_6m, cfg.ed_lookback_days, r.lace.e))
+    flags = {f.code: f for f in r.flags}
+    assert flags["high_lace"].factors == tuple(f for f in r.factors if f.points)
+    assert flags.get("cms_condition") == (RiskFlag(
+        "cms_condition", "CMS readmission-program (HRRP) condition", diagnosis.cms)
+        if diagnosis.cms else None)
+    assert flags.get("social_needs") == (RiskFlag(
+        "social_needs", "Social needs (ICD-10 Z55-Z65)", diagnosis.social)
+        if diagnosis.social else None)
 
 
 @pytest.mark.parametrize("roster", ROSTERS)
