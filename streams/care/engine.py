@@ -68,6 +68,12 @@ from streams.care.assignment import (
 )
 from streams.care.charlson import CharlsonResult
 from streams.care.config import CareConfig
+from streams.care.episodes import (
+    EpisodeFacts,
+    episode_facility,
+    episode_key,
+    episode_without_visit,
+)
 from streams.care.followup import DispositionClass, TaskKind, plan_followup
 from streams.care.risk import (
     AssessmentParts,
@@ -413,25 +419,6 @@ def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareConte
         _flag(p, ep, ev, "admission", ctx, out)  # publishes only if something changed
 
 
-def episode_facility(ev: CanonicalEvent) -> str | None:
-    """The facility an episode belongs to: the encounter's location facility (PV1-3.4),
-    else the sending facility (MSH-4)."""
-    enc = ev.encounter
-    return (enc.location.facility if enc and enc.location else None) or ev.source.facility
-
-
-def episode_key(facility: str | None, encounter_id: str) -> str:
-    """An episode's key from its visit number (PV1-19): ``<facility>|<visit>``. The
-    referrals stage keys its episodes the same way, so keys match across stages."""
-    return f"{facility or ''}|{encounter_id}"
-
-
-def timed_episode_key(facility: str | None, admit_at: datetime) -> str:
-    """The key of an admission without a visit number: ``<facility>|@<YYYYmmddHHMM>`` of
-    its admit time (PV1-44, else the event time)."""
-    return f"{facility or ''}|@{admit_at.strftime('%Y%m%d%H%M')}"
-
-
 def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Emits
                  ) -> EpisodeState | None:
     """The episode an event is about, the step's own copy (created if the event may)."""
@@ -440,16 +427,14 @@ def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Em
     if enc is not None and enc.id:
         key = episode_key(facility, enc.id)
     else:
-        # No visit number: the latest episode still going at that facility, or for an
-        # admission a key from its time (one admission without PV1-19 is one episode).
-        going = [e for e in p.episodes.values() if e.facility == facility and
-                 e.status in ("preadmit", "active", "discharged")]
-        if going and ev.kind not in _STARTS_EPISODE:
-            return _own(p, max(going, key=lambda e: (e.admit_at or e.discharge_at or
-                                                     ev.occurred_at)), out)
-        if ev.kind not in _STARTS_EPISODE:
+        # The referrals stage picks by the same rule (its keys must match these).
+        found = episode_without_visit(
+            [EpisodeFacts(e.key, e.facility, e.status, e.admit_at, e.discharge_at)
+             for e in p.episodes.values()],
+            facility, ev.kind, enc.admit_at if enc else None, ev.occurred_at)
+        if found is None:
             return None
-        key = timed_episode_key(facility, (enc.admit_at if enc else None) or ev.occurred_at)
+        key = found
     ep = p.episodes.get(key)
     if ep is None:
         if enc is None or ev.kind not in _CREATES_EPISODE:

@@ -103,7 +103,16 @@ from schemas.referrals import (
     ReferralOutput,
     ReferralUpdate,
 )
-from streams.care.engine import Emit, episode_facility, episode_key, timed_episode_key
+from streams.care.engine import Emit
+from streams.care.episodes import (
+    EpisodeFacts,
+    FollowedEpisode,
+    closed_by_timer,
+    episode_facility,
+    episode_key,
+    episode_without_visit,
+    follow_episode,
+)
 from streams.care.roster import Roster, Team, teams_for
 from streams.referrals.config import ReferralsConfig
 from streams.referrals.directory import Directory
@@ -126,7 +135,8 @@ from streams.referrals.state import (
 )
 
 __all__ = ["MERGED_DUPLICATE", "MOVED_OUT_OF_AREA", "TRANSITIONS", "ReferralContext",
-           "ReferralInput", "apply_referral", "decode_referral_input", "input_id"]
+           "ReferralInput", "apply_referral", "decode_referral_input", "episode_facts",
+           "followed", "input_id"]
 
 ReferralInput = (CanonicalEvent | FlagOutput | AssignmentOutput | ConsentRecord | ReferralUpdate
                  | ReferralCommand)
@@ -469,7 +479,11 @@ class _Run:
         elif a.status == "unassigned":
             ep.manager_id, ep.team = None, a.team or ep.team
         else:
-            return  # released: the referral still names who referred
+            if a.reason == "episode_closed":
+                # The care stage's timer closed the episode: over for news without a
+                # visit number (the referral still names who referred).
+                ep.care = closed_by_timer(followed(ep), a.decided_at)
+            return
         for ref in self._referrals_of(ep):
             task = ref.current()
             # A new manager changes the hub's record (the staff view filters by it); the
@@ -763,22 +777,43 @@ class _Run:
         if enc.id:
             key = episode_key(facility, enc.id)
         else:
-            going = [e for e in self.p.episodes.values()
-                     if e.facility == facility and not e.cancelled]
-            if going and ev.kind not in (EventKind.ADMIT, EventKind.REGISTER):
-                return max(going, key=lambda e: (e.admit_at or ev.occurred_at, e.key))
-            if ev.kind not in (EventKind.ADMIT, EventKind.REGISTER):
+            # As the care stage picks (the referral must name the episode its flags,
+            # tasks and assignment name), from its statuses as followed here.
+            found = episode_without_visit(
+                [episode_facts(e) for e in self.p.episodes.values()], facility, ev.kind,
+                enc.admit_at, ev.occurred_at)
+            if found is None:
                 return None
-            key = timed_episode_key(facility, enc.admit_at or ev.occurred_at)
+            key = found
         ep = self.p.episodes.get(key)
         if ep is None:
             if ev.kind in (EventKind.CANCEL_ADMIT, EventKind.CANCEL_DISCHARGE,
                            EventKind.CANCEL_TRANSFER):
                 return None
             ep = self.p.episodes[key] = EpisodeInfo(key=key, facility=facility,
-                                                    first_event_id=ev.event_id)
+                                                    first_event_id=ev.event_id,
+                                                    care=FollowedEpisode())
         ep.facility = ep.facility or facility
+        ep.care = follow_episode(followed(ep), ev)
         return ep
+
+
+def followed(ep: EpisodeInfo) -> FollowedEpisode:
+    """The care stage's view of ``ep`` as followed (:attr:`EpisodeInfo.care`); for an
+    episode without one (a stored state from before it was kept, or one first heard of
+    from a flag or assignment, which the care stage holds): guessed from this stage's
+    own record."""
+    if ep.care is not None:
+        return ep.care
+    status = "cancelled" if ep.cancelled else "discharged" if ep.discharge_at else "active"
+    return FollowedEpisode(status=status, admit_at=ep.admit_at, discharge_at=ep.discharge_at,
+                           class_=ep.class_, disposition=ep.disposition)
+
+
+def episode_facts(ep: EpisodeInfo) -> EpisodeFacts:
+    """What :func:`streams.care.episodes.episode_without_visit` reads of ``ep``."""
+    care = followed(ep)
+    return EpisodeFacts(ep.key, ep.facility, care.status, care.admit_at, care.discharge_at)
 
 
 def _new_referral(rid: str, ep: EpisodeInfo, need: Need, cause: str, at: datetime) -> Referral:

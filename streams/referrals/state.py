@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.care.episodes import FollowedEpisode
+
 
 class _State(BaseModel):
     # Not frozen: the engine deep-copies before changing anything (apply twice == once).
@@ -49,6 +51,12 @@ class EpisodeInfo(_State):
     team: str | None = None
     cancelled: bool = False
     first_event_id: str | None = None
+    care: FollowedEpisode | None = None
+    """The care stage's status and times of this episode, followed from the same events
+    (:func:`streams.care.episodes.follow_episode`): what picks the episode of an event
+    without a visit number, as the care stage picks it. None in states written before it
+    existed, and for an episode first heard of from a flag or assignment (see
+    :func:`streams.referrals.engine.followed`)."""
 
 
 class AgencyTask(_State):
