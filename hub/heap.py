@@ -7,8 +7,8 @@ times a second for cycles that are not there; each scan also walks into the olde
 generations every 10th time. A higher threshold does the same work less often: on the
 pure-step benchmark (bench/bench_decide.py) the collector's share of the step fell from
 5.5% to none with 1,000 journeys, and from 12% to 6% with 10,000 (whose states the
-benchmark holds in memory, where a worker keeps them in its store). Memory held in cyclic garbage can grow by at
-most that many objects between collections.
+benchmark holds in memory, where a worker keeps them in its store). Memory held in
+cyclic garbage can grow by at most that many objects between collections.
 
 The benchmark calls :func:`settle` exactly as the worker does, so its figure is the
 worker's configuration, not a tuned special case.
