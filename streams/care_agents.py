@@ -195,8 +195,9 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
     async def tick_one(key: Any, state: PatientState, partition: int, now: datetime,
                        ctx: CareContext) -> tuple[int, int]:
         """Tick one patient; their (open, overdue) task counts afterwards."""
+        # Not handed over: whether anything changed is a comparison with the old state.
         new, emits = tick_patient(state, now=now, ctx=ctx)
-        _log_merge_wait(state, new, key, partition, None)
+        _log_merge_wait(_waits_expired(state), new, key, partition, None)
         await publish(emits)
         if new != state:
             episodes[key] = new.model_dump_json(exclude_none=True).encode()
@@ -248,9 +249,13 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
         key = (event.key or b"").decode()
         raw = episodes.get(event.key)
         state = PatientState.model_validate_json(raw) if raw else None
+        waits_expired = _waits_expired(state)
         ctx = context()
-        new, emits = apply_patient(state, key, inp, now=datetime.now(UTC), ctx=ctx)
-        _log_merge_wait(state, new, event.key, msg.partition, msg.offset)
+        # Handed over (changed in place, engine module docstring): decoded for this record
+        # alone, while the store keeps the old state's bytes until the new one is written.
+        new, emits = apply_patient(state, key, inp, now=datetime.now(UTC), ctx=ctx,
+                                   in_place=True)
+        _log_merge_wait(waits_expired, new, event.key, msg.partition, msg.offset)
         new.partition = msg.partition
         await publish(emits)
         episodes[event.key] = new.model_dump_json(exclude_none=True).encode()
@@ -369,11 +374,15 @@ def store_caseload(totals: MutableMapping[bytes, Any], rows: MutableMapping[byte
     totals[key] = view.totals.model_dump_json().encode()
 
 
-def _log_merge_wait(old: PatientState | None, new: PatientState, key: bytes | str | None,
+def _waits_expired(state: PatientState | None) -> int:
+    return (state.merge_waits_expired or 0) if state is not None else 0
+
+
+def _log_merge_wait(before: int, new: PatientState, key: bytes | str | None,
                     partition: int, offset: int | None) -> None:
-    """A surviving key that gave up waiting for a merge's history decided without it:
-    worth a warning (the count is kept in the state, ``merge_waits_expired``)."""
-    before = (old.merge_waits_expired or 0) if old is not None else 0
+    """A surviving key that gave up waiting for a merge's history decided without it
+    (``before``: the state's ``merge_waits_expired`` before the step): worth a warning
+    (the count is kept in the state)."""
     if (new.merge_waits_expired or 0) > before:
         raw = key.decode() if isinstance(key, bytes) else (key or "")
         log.warning("merge_wait_expired", patient_ref=patient_ref(raw), partition=partition,

@@ -17,6 +17,12 @@ the new state only after the emits are delivered (a crash in between replays the
 against the old state and re-sends the same output ids). A returned state shares what
 it did not change with the state passed in: both are read-only to callers.
 
+A caller that hands its state over (``in_place=True``: it never reads that object again)
+spares those copies, a tenth of the step: the step then changes the state it was given
+and returns it. The worker decodes a fresh state from its store for every record (the
+stored bytes stay the old state until the new one is written), and the offline run
+replaces each state with the one returned, so both hand theirs over.
+
 Speed (``bench/bench_decide.py``): models the rules build from values they produced are
 built unvalidated (:mod:`streams.care.trusted`; inputs, stored state and config are
 validated where they come in); risk assessments are memoized per context, by input and
@@ -178,11 +184,14 @@ OUTPUT_TOPICS: dict[str, str] = {
 class _Emits(list[Emit]):
     """One step's emits, and the episodes the step has already copied (copy-on-write)."""
 
-    __slots__ = ("owned",)
+    __slots__ = ("in_place", "owned")
 
-    def __init__(self) -> None:  # list.__new__ made the (empty) list
+    def __init__(self, in_place: bool = False) -> None:  # list.__new__ made the list
         self.owned: dict[int, EpisodeState | TaskState] = {}
         """id -> copy (kept referenced, so an id is never reused within the step)."""
+        self.in_place = in_place
+        """The state was handed over (see the module docstring): everything in it is the
+        step's own, nothing is copied."""
 
 
 def _put(state: BaseModel, **fields: Any) -> None:
@@ -195,7 +204,7 @@ def _put(state: BaseModel, **fields: Any) -> None:
 def _own(p: PatientState, ep: EpisodeState, out: _Emits) -> EpisodeState:
     """The step's own copy of ``ep`` (an episode of ``p``), made on first write. Call
     before changing an episode, and use the result (its tasks: :func:`_own_task`)."""
-    if id(ep) in out.owned:
+    if out.in_place or id(ep) in out.owned:
         return ep
     mine = evolve(ep, tasks=dict(ep.tasks))
     p.episodes[mine.key] = mine
@@ -206,7 +215,7 @@ def _own(p: PatientState, ep: EpisodeState, out: _Emits) -> EpisodeState:
 def _own_task(ep: EpisodeState, t: TaskState, out: _Emits) -> TaskState:
     """The step's own copy of task ``t`` of ``ep`` (the step's own episode), made on
     first write. Call before changing a task, and use the result."""
-    if id(t) in out.owned:
+    if out.in_place or id(t) in out.owned:
         return t
     mine = evolve(t)
     ep.tasks[mine.task_id] = mine
@@ -237,14 +246,19 @@ def input_id(msg: PatientInput) -> str:
 
 
 def apply_patient(state: PatientState | None, key: str, msg: PatientInput, *, now: datetime,
-                  ctx: CareContext) -> tuple[PatientState, list[Emit]]:
+                  ctx: CareContext, in_place: bool = False) -> tuple[PatientState, list[Emit]]:
     """Apply one input to one patient's state. ``key`` is the record's key (patient key).
 
     ``now`` is the processing time: it is used for inputs without a time of their own
-    (events carry theirs) and as the clock of a merge wait.
+    (events carry theirs) and as the clock of a merge wait. ``in_place``: the caller
+    hands ``state`` over and never reads it again (module docstring).
     """
-    p = _PatientState(key=key) if state is None else _working_copy(state)
-    out = _Emits()
+    if state is None:
+        state = _PatientState(key=key)
+    elif not in_place:
+        state = _working_copy(state)
+    p = state
+    out = _Emits(in_place)
     mid = input_id(msg)
     if mid in p.seen:
         return p, out  # a duplicate input: its outputs were published the first time
@@ -308,14 +322,15 @@ def _apply(p: PatientState, msg: PatientInput, now: datetime, ctx: CareContext,
     return p
 
 
-def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext
-                 ) -> tuple[PatientState, list[Emit]]:
+def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext,
+                 in_place: bool = False) -> tuple[PatientState, list[Emit]]:
     """The timer's pass over one patient: overdue tasks escalate (once: the mark is in
     the state, so a restart does not escalate again), episodes past their follow-up
     period close and release caseload, old history is forgotten, and a merge wait past
-    its time stops waiting (its inputs are decided without the merged history)."""
-    p = _working_copy(state)
-    out = _Emits()
+    its time stops waiting (its inputs are decided without the merged history).
+    ``in_place`` as for :func:`apply_patient`."""
+    p = state if in_place else _working_copy(state)
+    out = _Emits(in_place)
     if p.merged_into:
         return p, out
     wait = p.merge_wait
@@ -1005,7 +1020,9 @@ def _on_command(p: PatientState, cmd: PatientCommand, now: datetime, ctx: CareCo
         return p
     if cmd.op == "forward" and cmd.message is not None:
         inner = decode_patient_input(cmd.message["topic"], orjson.dumps(cmd.message["value"]))
-        q, more = apply_patient(p, p.key, inner, now=now, ctx=ctx)
+        # p is this step's own record; what it holds is shared with the input unless
+        # that was handed over.
+        q, more = apply_patient(p, p.key, inner, now=now, ctx=ctx, in_place=out.in_place)
         out.extend(more)
         return q
     return p

@@ -57,8 +57,13 @@ class OfflineRun:
     inputs until the prior key's referrals are in, as it does in the worker.
     """
 
-    def __init__(self, ctx: CareContext, referrals: ReferralContext | None = None) -> None:
+    def __init__(self, ctx: CareContext, referrals: ReferralContext | None = None, *,
+                 in_place: bool = True) -> None:
         self.ctx = ctx
+        self.in_place = in_place
+        """Hand each patient's state over to the step, which changes it in place
+        (:mod:`streams.care.engine`): a state read from :attr:`patients` is then the
+        current one, not a snapshot. False keeps every state returned unchanged."""
         if referrals is not None and referrals.merge_wait_s is None:
             episode = ctx.config.episode
             referrals = replace(referrals, merge_wait_s=episode.merge_wait_seconds,
@@ -125,7 +130,8 @@ class OfflineRun:
         start = len(self.outputs)
         self.clock = now if self.clock is None else max(self.clock, now)
         for key in sorted(self.patients):
-            state, emits = tick_patient(self.patients[key], now=now, ctx=self.ctx)
+            state, emits = tick_patient(self.patients[key], now=now, ctx=self.ctx,
+                                        in_place=self.in_place)
             self.patients[key] = state
             self._run(self._route(emits), now)
         return self.outputs[start:]
@@ -193,7 +199,7 @@ class OfflineRun:
                 if isinstance(msg, AssignmentOutput) and topic != _ASSIGNMENTS:
                     continue
                 state, emits = apply_patient(self.patients.get(key), key, patient_msg, now=now,
-                                             ctx=self.ctx)
+                                             ctx=self.ctx, in_place=self.in_place)
                 self.patients[key] = state
             self._route(emits, queue)
 

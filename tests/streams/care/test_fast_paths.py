@@ -1,6 +1,7 @@
 """The shortcuts the decision step takes for speed give what the plain rules give.
 
-Copy-on-write states never change the caller's state; memoized shift windows agree with
+Copy-on-write states never change the caller's state, and states handed over give what
+copies give; memoized shift windows agree with
 streams.care.roster.on_shift; a team's carried-forward load totals agree with a recount;
 unvalidated constructors build what pydantic builds; memoized assessments and plans
 give the same outputs cold or warm; derived ids are uuid5 as before.
@@ -23,8 +24,10 @@ from pydantic import BaseModel, field_validator
 
 from hub.commands.decide_cmd import load_roster, load_rules
 from hub.commands.map_cmd import map_files
+from hub.feed import FeedConfig, generate
+from mappers.hl7v2 import map_hl7v2
 from schemas.canonical import CanonicalEvent, EventKind, derive_id
-from schemas.care import AssignmentOutput, FlagOutput, TaskOutput, TeamRequest
+from schemas.care import AssignmentOutput, FlagOutput, TaskOutput, TaskUpdate, TeamRequest
 from streams.care import risk
 from streams.care.assignment import (
     AssignmentConfig,
@@ -74,7 +77,7 @@ def test_states_passed_in_are_never_changed() -> None:
     events = list(map_files([str(HERE / "journeys" / f) for f in files],
                             default_tz="America/New_York",
                             received_at=datetime(1970, 1, 1, tzinfo=UTC)))
-    run = OfflineRun(ctx)
+    run = OfflineRun(ctx, in_place=False)
     for ev in events:
         assert isinstance(ev, CanonicalEvent)
         before = {k: (p, p.model_dump_json()) for k, p in run.patients.items()}
@@ -82,6 +85,39 @@ def test_states_passed_in_are_never_changed() -> None:
         for state, as_json in before.values():
             assert state.model_dump_json() == as_json
     assert run.outputs
+
+
+def _handed_over_or_copied(in_place: bool) -> tuple[list[str], list[str]]:
+    """Outputs and final states of journeys and a synthetic feed run end to end: events
+    with the timer, task updates of every kind, then timers far ahead (escalations,
+    closes, forgetting)."""
+    config = load_rules(None, default_tz="America/New_York")
+    events = [*_journey_events(), *(
+        e for m in generate(FeedConfig(patients=80, bad_messages=False))
+        for e in map_hl7v2(m, received_at=datetime(2026, 11, 1, tzinfo=UTC),
+                           default_tz="America/New_York"))]
+    run = OfflineRun(CareContext(config=config, roster=ROSTERS[0]), in_place=in_place)
+    for ev in events:
+        run.event(ev)
+    statuses = ["completed", "attempted", "attempted", "cancelled", "in-progress"]
+    tasks = [o for o in list(run.outputs) if isinstance(o, TaskOutput)]
+    for n, o in enumerate(tasks[:120]):
+        run.task_update(TaskUpdate(task_id=o.task_id, patient_key=o.patient_key,
+                                   status=statuses[n % 5],
+                                   at=o.decided_at + timedelta(hours=n % 7 + 1)))
+    last = max(e.occurred_at for e in events)
+    for days in (1, 3, 10, 40, 400):
+        run.tick(last + timedelta(days=days))
+    return ([o.model_dump_json() for o in run.outputs],
+            [run.patients[k].model_dump_json() for k in sorted(run.patients)])
+
+
+def test_states_handed_over_give_what_copies_give() -> None:
+    # in_place=True skips the copies (the engine module docstring): the same outputs and
+    # the same final states as copy-on-write, merges, cancels and timers included.
+    handed, copied = _handed_over_or_copied(True), _handed_over_or_copied(False)
+    assert len(handed[0]) > 500
+    assert handed == copied
 
 
 # Around both 2026 US DST changes and an ordinary week, to the second.
