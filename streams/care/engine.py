@@ -75,6 +75,7 @@ from streams.care.assignment import (
 from streams.care.charlson import CharlsonResult
 from streams.care.config import CareConfig
 from streams.care.episodes import (
+    CREATES_EPISODE,
     EpisodeFacts,
     episode_facility,
     episode_key,
@@ -129,9 +130,6 @@ PatientInput = CanonicalEvent | AssignmentOutput | TaskUpdate | PatientCommand
 
 # Enum members and their values, looked up once (``Enum.value`` is a descriptor call).
 _K = EventKind
-_CREATES_EPISODE = frozenset({_K.PREADMIT, _K.ADMIT, _K.REGISTER, _K.TRANSFER, _K.DISCHARGE,
-                              _K.CLASS_CHANGE, _K.UPDATE})
-_STARTS_EPISODE = frozenset({_K.ADMIT, _K.REGISTER, _K.PREADMIT})
 _NOTIFIES_ADMIT = frozenset({_K.ADMIT, _K.REGISTER, _K.CLASS_CHANGE})
 _CARE_CLASSES = ("inpatient", "observation")
 _CLASS_VALUES: dict[EncounterClass, str] = {c: c.value for c in EncounterClass}
@@ -452,7 +450,7 @@ def _episode_for(p: PatientState, ev: CanonicalEvent, ctx: CareContext, out: _Em
         key = found
     ep = p.episodes.get(key)
     if ep is None:
-        if enc is None or ev.kind not in _CREATES_EPISODE:
+        if enc is None or ev.kind not in CREATES_EPISODE:
             return None
         ep = _EpisodeState(key=key, facility=facility, encounter_id=enc.id, status="new",
                            tz=ctx.config.episode.timezone_for(facility))
