@@ -542,10 +542,8 @@ def test_caseload_views_are_the_views_their_constructor_builds() -> None:
         moved.totals = view.totals  # type: ignore[misc]
 
 
-def test_states_written_in_place_keep_every_field_set() -> None:
-    # The engine writes its own copies' fields into __dict__ (no pydantic __setattr__,
-    # which would also add the name to the fields-set): every state it builds already
-    # names every field there, so the two ways of writing leave the same object.
+def _all_journeys_run() -> OfflineRun:
+    """Every scripted journey file, in name order, through one offline run."""
     ctx = CareContext(config=load_rules(None, default_tz="America/New_York"),
                       roster=ROSTERS[1])
     events = list(map_files([str(p) for p in sorted((HERE / "journeys").glob("*.hl7"))],
@@ -555,6 +553,14 @@ def test_states_written_in_place_keep_every_field_set() -> None:
     for ev in events:
         assert isinstance(ev, CanonicalEvent)
         run.event(ev)
+    return run
+
+
+def test_states_written_in_place_keep_every_field_set() -> None:
+    # The engine writes its own copies' fields into __dict__ (no pydantic __setattr__,
+    # which would also add the name to the fields-set): every state it builds already
+    # names every field there, so the two ways of writing leave the same object.
+    run = _all_journeys_run()
     assert run.patients
     for p in run.patients.values():
         if p.merged_into:
@@ -629,15 +635,7 @@ def test_moved_totals_agree_with_a_recount(others: list[tuple[str | None, int]],
 def test_offline_views_read_their_own_rows() -> None:
     # The offline run rebuilds a team's view over the lookup with_episode passed on: it
     # must be the get of that team's rows, as when the run built the view.
-    ctx = CareContext(config=load_rules(None, default_tz="America/New_York"),
-                      roster=ROSTERS[1])
-    events = list(map_files([str(p) for p in sorted((HERE / "journeys").glob("*.hl7"))],
-                            default_tz="America/New_York",
-                            received_at=datetime(1970, 1, 1, tzinfo=UTC)))
-    run = OfflineRun(ctx)
-    for ev in events:
-        assert isinstance(ev, CanonicalEvent)
-        run.event(ev)
+    run = _all_journeys_run()
     assert run.teams
     for team_id, view in run.teams.items():
         assert view.lookup == run.team_rows[team_id].get and not view.changes
