@@ -6,8 +6,12 @@ does it), and its state is stored, so a restart resumes pending deliveries from 
 table. A timer sends every active partition a tick (tables are only written from inside
 stream iteration, on the partition that owns the key); the tick pass retries what is
 due, gives up what is past its deadline and forgets finished deliveries after
-``retain_s``. The HTTP call is the hub's (``cfg.webhook_sender``): streams never import
-the hub or an HTTP client.
+``retain_s``. Beside each delivery the table ``deliveries-due`` keeps when the timer next
+has anything to do for it (:func:`streams.referrals.delivery.due_mark`) and whether it is
+pending, so a tick parses only the states whose time has come; the first tick of a
+partition in a process reads them all once (states stored by older workers have no mark
+yet). The HTTP call is the hub's (``cfg.webhook_sender``): streams never import the hub
+or an HTTP client.
 
 Order of one delivery's work, and why (at-least-once towards the agency, made
 effectively-once by the Idempotency-Key header):
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -50,6 +55,8 @@ from streams.referrals.delivery import (
     DeliveryPolicy,
     DeliveryState,
     Transition,
+    due_mark,
+    epoch_us,
     expire,
     forgettable,
     is_due,
@@ -62,6 +69,7 @@ log = structlog.stdlib.get_logger("streams.deliveries")
 
 DELIVERIES_AGENT = "webhook_deliveries"
 DELIVERIES_TABLE = "deliveries"
+DELIVERIES_DUE_TABLE = "deliveries-due"
 STAGE: Final = "deliveries"
 EXHAUSTED_CODE = "webhook_exhausted"
 
@@ -113,6 +121,9 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
     # from the types (json when absent), and json-encoded changelog records of a raw
     # table fail to load on recovery, so a restarted worker would never become ready.
     table = raw_table(app, DELIVERIES_TABLE, partitions=partitions)
+    marks = raw_table(app, DELIVERIES_DUE_TABLE, partitions=partitions)
+    swept: set[int] = set()
+    """Partitions this process has ticked over in full once (see ``tick``)."""
     dlq_name = cfg.topic(catalogue.HUB_DLQ.name)
     payloads_name = cfg.topic(catalogue.HUB_DLQ_PAYLOADS.name)
     attempt_bound = cfg.webhook_attempt_timeout_s + 2.0
@@ -191,8 +202,24 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
         new, tr = record_attempt(state, outcome, datetime.now(UTC), policy)
         return await settle(state, new, tr)
 
+    def mark(key: bytes, state: DeliveryState) -> None:
+        value = due_mark(state, policy)
+        if marks.get(key) != value:
+            marks[key] = value
+
     def store(state: DeliveryState) -> None:
-        table[state.job.id.encode()] = state.model_dump_json(exclude_none=True).encode()
+        # The state and its mark in the same step: a state without its (new) mark would
+        # wait for the next process's sweep.
+        key = state.job.id.encode()
+        table[key] = state.model_dump_json(exclude_none=True).encode()
+        mark(key, state)
+
+    def forget(key: bytes) -> None:
+        # The row first: a crash in between leaves a mark without a row, which the next
+        # tick drops (the other order would leave a row no tick reads until a sweep).
+        del table[key]
+        if marks.get(key) is not None:
+            del marks[key]
 
     async def on_job(event: EventT) -> None:
         msg = event.message
@@ -224,12 +251,28 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
         now = datetime.now(UTC)
         due: list[DeliveryState] = []
         pending = 0
-        for key, raw in list(table.items()):
+        sweep = partition not in swept
+        rows: list[tuple[bytes, bytes | None]]
+        if sweep:
+            # Once per partition per process: every stored state, which also writes the
+            # marks that states stored by an older worker lack. Afterwards only the
+            # deliveries whose mark's time has come are read.
+            rows = list(table.items())
+        else:
+            keys, pending = due_keys(list(marks.items()), partition, epoch_us(now))
+            rows = [(key, table.get(key)) for key in keys]
+        records = 0
+        for key, raw in rows:
+            if raw is None:  # a mark left behind by a crash between forget's two deletes
+                if marks.get(key) is not None:
+                    del marks[key]
+                continue
             state = DeliveryState.model_validate_json(raw)
             if state.partition != partition:
                 continue
+            records += 1
             if forgettable(state, now, policy):
-                del table[key]
+                forget(key)
                 continue
             expired, tr = expire(state, now, policy)
             if tr.kind == "exhausted":
@@ -239,6 +282,12 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
                 pending += 1
             if is_due(state, now):
                 due.append(state)
+            # A missing mark (an older worker's state; also one that is due but may not
+            # fit in this pass's batches) or an early one: set it right.
+            mark(key, state)
+        if sweep:  # only once it went through: a failed sweep is done again next tick
+            swept.add(partition)
+            log.info("delivery_tick_swept", partition=partition, records=records)
         due.sort(key=lambda s: s.next_attempt_at or now)
         # Batches of attempts at once, until the pass has used about one attempt's bound:
         # what is left waits for the next tick, so the partition keeps moving.
@@ -293,3 +342,23 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
                             partition=partition)
 
     return figures
+
+
+def due_keys(marks: Iterable[tuple[bytes, bytes]], partition: int, now_us: int
+             ) -> tuple[list[bytes], int]:
+    """From ``(key, mark)`` pairs of the ``deliveries-due`` table: the keys of
+    ``partition`` whose mark's time has come (``<= now_us``, epoch microseconds), and how
+    many of its other deliveries are pending (read from the marks, not the states)."""
+    want = b"%d|" % partition
+    keys: list[bytes] = []
+    pending = 0
+    for key, value in marks:
+        if not value.startswith(want):
+            continue
+        # parse_mark's format, inlined: this loop runs over every mark on every tick.
+        _, at, is_pending = value.split(b"|")
+        if at and int(at) <= now_us:
+            keys.append(key)
+        elif is_pending == b"1":
+            pending += 1
+    return keys, pending

@@ -49,7 +49,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,11 +68,15 @@ __all__ = [
     "backoff_s",
     "classify",
     "deadline",
+    "due_mark",
+    "epoch_us",
     "expire",
     "forgettable",
     "is_due",
     "jitter_fraction",
     "new_state",
+    "next_tick_at",
+    "parse_mark",
     "record_attempt",
     "replay_job",
     "restarts",
@@ -315,6 +319,57 @@ def forgettable(state: DeliveryState, now: datetime, policy: DeliveryPolicy) -> 
     """A finished delivery old enough to drop from the table."""
     return (state.terminal and state.finished_at is not None
             and now - state.finished_at >= timedelta(seconds=policy.retain_s))
+
+
+# ------------------------------------------------------------------ the timer's marks
+#
+# The timer's pass (streams.delivery_agents) acts on a stored delivery only when it is
+# due (``is_due``), past its deadline (``expire``) or finished long enough ago
+# (``forgettable``): all three at times known when the state is written. The worker keeps
+# the earliest of them beside each delivery (table ``deliveries-due``) and reads only the
+# states whose time has come, instead of parsing every stored state on every tick.
+# Early is harmless (one wasted read); late would delay an attempt, so each time is the
+# first instant at which those functions' own comparisons (all ``now >= ...``) pass.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def epoch_us(at: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (no float rounding: a mark rounded up
+    would make the timer one tick late)."""
+    return (at - _EPOCH) // _MICRO
+
+
+def next_tick_at(state: DeliveryState, policy: DeliveryPolicy) -> datetime | None:
+    """The first time at which the timer's pass would act on ``state``: the next attempt
+    (``next_attempt_at``) or the deadline (``job.created_at`` + ``max_age_s``) of an
+    unfinished delivery, whichever is first; ``finished_at`` + ``retain_s`` (forgotten)
+    for a finished one. None: never (a finished state without ``finished_at``)."""
+    if state.terminal:
+        if state.finished_at is None:
+            return None
+        return state.finished_at + timedelta(seconds=policy.retain_s)
+    end = deadline(state, policy)
+    nxt = state.next_attempt_at
+    return end if nxt is None or end < nxt else nxt
+
+
+def due_mark(state: DeliveryState, policy: DeliveryPolicy) -> bytes:
+    """The ``deliveries-due`` mark of a delivery: ``partition|next_tick_us|pending``, with
+    :func:`next_tick_at` in microseconds since the epoch (empty: never) and ``1`` for a
+    delivery not finished yet (the timer's pending figure, counted without the state)."""
+    at = next_tick_at(state, policy)
+    part = "" if state.partition is None else str(state.partition)
+    when = "" if at is None else str(epoch_us(at))
+    return f"{part}|{when}|{0 if state.terminal else 1}".encode()
+
+
+def parse_mark(mark: bytes) -> tuple[int | None, int | None, bool]:
+    """(partition, next tick in epoch microseconds, pending) of a :func:`due_mark`.
+    Raises ``ValueError`` for anything else."""
+    part, when, pending = mark.split(b"|")
+    return (int(part) if part else None, int(when) if when else None, pending == b"1")
 
 
 # ------------------------------------------------------------------------- replays

@@ -204,3 +204,110 @@ async def _dead_letters(settings: Settings, n: int) -> list[dict[str, Any]]:
             break
         await asyncio.sleep(0.5)
     return letters
+
+
+async def test_deliveries_stored_after_the_first_sweep_are_retried_and_expired_on_time(
+        kafka_bootstrap: str, kafka_idempotent: bool, tmp_path: Path) -> None:
+    """After its first full pass of a partition the timer reads only the deliveries whose
+    mark (``deliveries-due``) has come: jobs arriving later must still be retried at
+    their backoff and given up at their deadline, by those marks alone."""
+    max_age = 6.0
+    times: dict[str, list[float]] = {}
+
+    async def flaky(request: web.Request) -> web.Response:
+        # Refuses each key's first two attempts, then accepts.
+        key = request.headers.get("Idempotency-Key", "")
+        times.setdefault(key, []).append(time.monotonic())
+        return web.Response(status=503 if len(times[key]) <= 2 else 202)
+
+    async def down(request: web.Request) -> web.Response:
+        times.setdefault(request.headers.get("Idempotency-Key", ""), []).append(
+            time.monotonic())
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/flaky", flaky)
+    app.router.add_post("/down", down)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "HUB_TOPIC_PREFIX": f"d{tag}.", "HUB_APP_ID": f"hub-d{tag}",
+        "HUB_WEBHOOK_ALLOW_INSECURE_LOOPBACK": "true",
+        "HUB_WEBHOOK_BACKOFF_BASE_S": "0.4", "HUB_WEBHOOK_BACKOFF_MAX_S": "1.0",
+        "HUB_WEBHOOK_MAX_AGE_S": str(max_age),
+        "HUB_WEBHOOK_TICK_INTERVAL_S": "0.3", "HUB_WEBHOOK_TIMEOUT_S": "3",
+        "E2E_AGENCY_SECRET": SECRET,
+    }
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, kafka_idempotence=kafka_idempotent,
+                        topic_prefix=env["HUB_TOPIC_PREFIX"], app_id=env["HUB_APP_ID"],
+                        partitions=3)
+    flaky_keys = [f"late-ok-{i}" for i in range(4)]
+    down_keys = [f"late-down-{i}" for i in range(4)]
+
+    def swept(log: str) -> list[dict[str, Any]]:
+        return [e for e in _log_events(log) if e.get("event") == "delivery_tick_swept"]
+
+    try:
+        with hub_process(kafka_bootstrap, idempotent=kafka_idempotent, env=env,
+                         tmp=tmp_path) as hub:
+            await wait_ready(hub, hub.http)
+            await _until(lambda: {e["partition"] for e in swept(hub.log_text())}
+                         == {0, 1, 2}, 60, "every partition's first full pass")
+            async with DurableProducer(settings, idempotent=kafka_idempotent) as producer:
+                sent = time.monotonic()
+                for key in flaky_keys:
+                    await producer.send("referrals.deliveries", _job(
+                        key, f"{base}/flaky").model_dump_json().encode(),
+                        key=key.encode(), timeout=30)
+                for key in down_keys:
+                    await producer.send("referrals.deliveries", _job(
+                        key, f"{base}/down").model_dump_json().encode(),
+                        key=key.encode(), timeout=30)
+            await _until(lambda: all(len(times.get(k, [])) >= 3 for k in flaky_keys), 30,
+                         "the retried deliveries accepted")
+
+            def given_up() -> set[str]:
+                return {e.get("delivery_id") for e in _log_events(hub.log_text())
+                        if e.get("event") == "delivery_dead_lettered"}
+
+            await _until(lambda: set(down_keys) <= given_up(), max_age + 20,
+                         "the failing deliveries given up")
+            gave_up = time.monotonic()
+            await asyncio.sleep(1.5)  # more ticks: nothing more may be sent
+            log = hub.log_text()
+    finally:
+        await runner.cleanup()
+    # Found only by their marks: no partition was swept again after the jobs arrived.
+    assert len(swept(log)) == 3, swept(log)
+    for key in flaky_keys:
+        assert len(times[key]) == 3, (key, times[key])  # accepted once, never sent again
+    for key in [*flaky_keys, *down_keys]:
+        gaps = [b - a for a, b in zip(times[key], times[key][1:], strict=False)]
+        # Each retry at its backoff (at most backoff_max_s = 1 s, jittered), found by a
+        # tick soon after (0.3 s): a mark missed or late would show as a long gap.
+        assert all(0.1 < g < 1.0 + 0.3 + 1.5 for g in gaps), (key, gaps)
+    for key in down_keys:
+        # Attempted until the deadline (6 s after creation), given up then.
+        assert times[key][-1] - sent < max_age + 0.5, (key, times[key][-1] - sent)
+        assert len(times[key]) >= 4, (key, times[key])
+    assert gave_up - sent < max_age + 5.0
+    letters = await _dead_letters(settings, len(down_keys))
+    exhausted = {dl.get("message_id") for dl in letters
+                 if dl.get("error_code") == "webhook_exhausted"}
+    assert exhausted == set(down_keys), letters
+
+
+def _log_events(log: str) -> list[dict[str, Any]]:
+    """The hub's JSON log lines (a terminal control sequence may precede the first)."""
+    events = []
+    for line in log.splitlines():
+        if "{" in line:
+            try:
+                events.append(orjson.loads(line[line.index("{"):]))
+            except orjson.JSONDecodeError:  # not a log record (a traceback line)
+                continue
+    return [e for e in events if isinstance(e, dict)]
