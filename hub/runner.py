@@ -210,6 +210,10 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
             worker: mode.Worker = Worker(app, *services, loop=loop, loglevel=settings.log_level,
                                          quiet=True,
                                          override_logging=False, redirect_stdouts=False)
+            # faust's start-up spinner writes terminal control codes to stdout even when
+            # it is not a terminal (a cursor-show code once started): in a log collector
+            # that merges stdout and stderr, they would prefix the next JSON log line.
+            worker.spinner = None
         else:
             worker = mode.Worker(*services, loop=loop, loglevel=settings.log_level,
                                  override_logging=False, redirect_stdouts=False)

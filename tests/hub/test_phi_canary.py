@@ -314,6 +314,10 @@ async def test_phi_canary_never_reaches_ops_outputs(kafka_bootstrap: str,
                 ready = await r.text()
 
     log = hub.log_text()
+    # stdout and stderr together, as a log collector reads them: JSON lines and nothing
+    # else (no banner, no terminal control codes before a line).
+    for line in log.splitlines():
+        assert not line.strip() or isinstance(json.loads(line), dict), repr(line[:200])
     assert '"event": "ack_sent"' in log and '"event": "frame_rejected"' in log
     assert '"event": "record_dead_lettered"' in log and '"event": "duplicate_dropped"' in log
     assert '"event": "referral_update_accepted"' in log and '"event": "consent_recorded"' in log
