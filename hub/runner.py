@@ -207,13 +207,13 @@ def run(settings: Settings, *, roles: set[str], after_start: Callable[..., Any] 
         if app is not None:
             from faust import Worker
 
-            worker: mode.Worker = Worker(app, *services, loop=loop, loglevel=settings.log_level,
-                                         quiet=True,
-                                         override_logging=False, redirect_stdouts=False)
+            app_worker = Worker(app, *services, loop=loop, loglevel=settings.log_level,
+                                quiet=True, override_logging=False, redirect_stdouts=False)
             # faust's start-up spinner writes terminal control codes to stdout even when
             # it is not a terminal (a cursor-show code once started): in a log collector
             # that merges stdout and stderr, they would prefix the next JSON log line.
-            worker.spinner = None
+            app_worker.spinner = None
+            worker: mode.Worker = app_worker
         else:
             worker = mode.Worker(*services, loop=loop, loglevel=settings.log_level,
                                  override_logging=False, redirect_stdouts=False)
