@@ -111,6 +111,9 @@ METRICS: dict[str, MetricSpec] = {
     # worker
     "hub_stage_processed_total": MetricSpec(
         "counter", "Records consumed by a stream stage.", ("stage",)),
+    "hub_timer_row_failures_total": MetricSpec(
+        "counter", "Stored rows a stage's timer pass could not handle (left as stored; "
+        "the pass went on with the others), by stage.", ("stage",)),
     "hub_consumer_lag": MetricSpec(
         "gauge", "Records not yet committed by the worker group, per topic and partition.",
         ("topic", "partition")),
@@ -131,6 +134,9 @@ METRICS: dict[str, MetricSpec] = {
         "counter", "Webhook deliveries, by agency and outcome (delivered; failed: an "
         "attempt failed; retried: an attempt scheduled again; exhausted: given up).",
         ("agency", "outcome")),
+    "hub_webhook_deliveries_pending": MetricSpec(
+        "gauge", "Webhook deliveries not yet delivered nor given up (as of each "
+        "partition's last timer pass).", ()),
     "hub_referrals": MetricSpec(
         "gauge", "Referrals currently in each status (requested, accepted, ...).",
         ("status",)),
@@ -171,6 +177,7 @@ class FiguresProvider(Protocol):
               "duplicates": int,          # dropped by dedup
               "dead_letters": {"<error_code>": int},
               "mapping_failures": {"<error_code>": int},   # stages that parse/map
+              "timer_row_failures": int,  # stored rows a timer pass could not handle
             },
           },
           "outputs": {"<type>": int},     # records published: canonical_event, flag,
@@ -190,6 +197,7 @@ class FiguresProvider(Protocol):
           ],
           "webhook_deliveries": {"<agency>": {"<outcome>": int}},  # cumulative; outcomes
                                           # delivered, failed, retried, exhausted
+          "webhook_deliveries_pending": int,  # gauge: not yet delivered nor given up
           "referrals": {"<status>": int},  # gauge: referrals now in each status
           "api_auth": {"failed": int, "throttled": int},  # cumulative: bad bearer
                                           # tokens, and requests refused 429 for them
@@ -488,6 +496,9 @@ class _HubCollector(Collector):
                 _add(fam["hub_stage_processed_total"], (stage_label,), f["processed"])
             if "duplicates" in f:
                 dups[stage_label] += f["duplicates"]
+            if "timer_row_failures" in f:
+                _add(fam["hub_timer_row_failures_total"], (stage_label,),
+                     f["timer_row_failures"])
             for code, n in (f.get("mapping_failures") or {}).items():
                 failures[(stage_label, safe_label(code))] += n
             for code, n in (f.get("dead_letters") or {}).items():
@@ -514,6 +525,8 @@ class _HubCollector(Collector):
             for outcome, n in (outcomes or {}).items():
                 _add(fam["hub_webhook_deliveries_total"],
                      (safe_label(agency), safe_label(outcome)), n)
+        if "webhook_deliveries_pending" in figs:
+            _add(fam["hub_webhook_deliveries_pending"], (), figs["webhook_deliveries_pending"])
         for status, n in (figs.get("referrals") or {}).items():
             _add(fam["hub_referrals"], (safe_label(status),), n)
         auth = figs.get("api_auth") or {}

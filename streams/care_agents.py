@@ -60,6 +60,7 @@ from streams.care.roster import Roster, parse_roster
 from streams.care.state import PatientState
 from streams.config import StreamsConfig
 from streams.raw import raw_schema, raw_table
+from streams.rows import handle_rows, marked_elsewhere
 
 log = structlog.stdlib.get_logger("streams.care")
 
@@ -88,6 +89,8 @@ class CareFigures:
         self._overdue_tasks: dict[int, int] = {}
         self.caseload_points: dict[tuple[str, str], int] = {}
         self.caseload_caps: dict[tuple[str, str], int] = {}
+        self.tick_row_failures = 0
+        """Stored patients a tick could not handle (left as stored; the pass went on)."""
 
     # The timer's tick counts one partition's tasks at a time and assigns the result
     # here, from inside the agent's iteration over that partition's tick event: the
@@ -117,6 +120,8 @@ class CareFigures:
 
     def figures(self) -> dict[str, Any]:
         out: dict[str, Any] = {"outputs": dict(self.outputs)}
+        if self._open_tasks or self.tick_row_failures:  # once the timer has run
+            out["stages"] = {EPISODES_AGENT: {"timer_row_failures": self.tick_row_failures}}
         if self._open_tasks:
             out["tasks_open"] = self.open_tasks
         if self._overdue_tasks:
@@ -207,37 +212,62 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
     async def tick(partition: int) -> None:
         now = datetime.now(UTC)
         ctx = context()
-        open_tasks = overdue = 0
+        counts = [0, 0]  # open, overdue tasks of the partition
+        ref = _patient_ref_fields
+
+        async def tick_counted(key: Any, state: PatientState) -> None:
+            opened_n, escalated_n = await tick_one(key, state, partition, now, ctx)
+            counts[0], counts[1] = counts[0] + opened_n, counts[1] + escalated_n
+
         if partition not in swept:
             # Once per partition per process: every stored state, which also writes the
             # due marks a state stored by an older worker lacks. Afterwards only the
             # patients whose due time has come are read.
             read = 0
-            for key, raw in list(episodes.items()):
-                state = PatientState.model_validate_json(raw)
-                if state.partition != partition:
-                    continue
-                read += 1
-                opened_n, escalated_n = await tick_one(key, state, partition, now, ctx)
-                open_tasks, overdue = open_tasks + opened_n, overdue + escalated_n
+
+            async def sweep_one(row: tuple[Any, Any]) -> None:
+                nonlocal read
+                key, raw = row
+                if not marked_elsewhere(due.get(key), partition):
+                    state = PatientState.model_validate_json(raw)
+                    if state.partition == partition:
+                        read += 1
+                        await tick_counted(key, state)
+
+            failed = await handle_rows(list(episodes.items()), sweep_one,
+                                       event="care_tick_row_failed", partition=partition,
+                                       ref=ref)
+            # Done even past a failing row: it stays as stored, and sweeping again on
+            # every tick would only fail on it again.
             swept.add(partition)
-            log.info("care_tick_swept", partition=partition, records=read)
+            log.info("care_tick_swept", partition=partition, records=read, failed=failed)
         else:
             now_us = _micros(now)
-            for key, mark in list(due.items()):
-                part, at, opened, escalated = mark.split(b"|")
-                if int(part) != partition:
-                    continue
-                if at and int(at) <= now_us:
+
+            async def due_one(row: tuple[Any, Any]) -> None:
+                key, mark = row
+                if not mark.startswith(b"%d|" % partition):
+                    return
+                try:
+                    _, at, opened, escalated = mark.split(b"|")
+                    stored = int(opened), int(escalated)
+                    now_due = bool(at) and int(at) <= now_us
+                except ValueError:
+                    # Not a mark this worker can read: the state is ticked as if due,
+                    # which writes a good mark (or reports the state, should it fail).
+                    stored, now_due = (0, 0), True
+                if now_due:
                     raw = episodes.get(key)
                     if raw:
-                        state = PatientState.model_validate_json(raw)
-                        opened_n, escalated_n = await tick_one(key, state, partition, now,
-                                                               ctx)
-                        open_tasks, overdue = open_tasks + opened_n, overdue + escalated_n
-                        continue
-                open_tasks, overdue = open_tasks + int(opened), overdue + int(escalated)
-        figures.open_tasks, figures.overdue_tasks = open_tasks, overdue
+                        await tick_counted(key, PatientState.model_validate_json(raw))
+                        return
+                counts[0], counts[1] = counts[0] + stored[0], counts[1] + stored[1]
+
+            failed = await handle_rows(list(due.items()), due_one,
+                                       event="care_tick_row_failed", partition=partition,
+                                       ref=ref)
+        figures.tick_row_failures += failed
+        figures.open_tasks, figures.overdue_tasks = counts[0], counts[1]
 
     async def on_patient_input(event: EventT) -> None:
         msg = event.message
@@ -376,6 +406,12 @@ def store_caseload(totals: MutableMapping[bytes, Any], rows: MutableMapping[byte
 
 def _waits_expired(state: PatientState | None) -> int:
     return (state.merge_waits_expired or 0) if state is not None else 0
+
+
+def _patient_ref_fields(row: tuple[Any, Any]) -> dict[str, str]:
+    key = row[0]
+    return {"patient_ref": patient_ref(
+        key.decode(errors="replace") if isinstance(key, bytes) else str(key))}
 
 
 def _log_merge_wait(before: int, new: PatientState, key: bytes | str | None,

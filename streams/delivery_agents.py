@@ -64,6 +64,7 @@ from streams.referrals.delivery import (
     record_attempt,
     restarts,
 )
+from streams.rows import handle_row, handle_rows, marked_elsewhere
 
 log = structlog.stdlib.get_logger("streams.deliveries")
 
@@ -85,7 +86,20 @@ class DeliveryFigures:
         self.by_agency: dict[str, dict[str, int]] = {}
         self.processed = 0
         self.failures = 0
-        self.pending = 0
+        self.tick_row_failures = 0
+        """Stored deliveries a tick could not handle (left as stored; the pass went on)."""
+        self._pending: dict[int, int] = {}
+        self.ticks = 0
+        """Timer passes finished by this process (all partitions)."""
+
+    @property
+    def pending(self) -> int:
+        """Deliveries not yet delivered nor given up, over this process's partitions
+        (as of each partition's last tick); 0 before any tick."""
+        return sum(self._pending.values())
+
+    def set_pending(self, partition: int, count: int) -> None:
+        self._pending[partition] = count
 
     def count(self, agency: str, outcome: str) -> None:
         per = self.by_agency.setdefault(agency, {})
@@ -93,15 +107,20 @@ class DeliveryFigures:
 
     def figures(self) -> dict[str, Any]:
         stage: dict[str, Any] = {"processed": self.processed}
+        if self._pending or self.tick_row_failures:  # once the timer has run
+            stage["timer_row_failures"] = self.tick_row_failures
         exhausted = sum(o.get("exhausted", 0) for o in self.by_agency.values())
         if exhausted:
             stage["dead_letters"] = {EXHAUSTED_CODE: exhausted}
-        return {
+        out: dict[str, Any] = {
             "webhook_deliveries": {a: dict(o) for a, o in self.by_agency.items()},
             "outputs": {"webhook": sum(o.get("delivered", 0)
                                        for o in self.by_agency.values())},
             "stages": {STAGE: stage},
         }
+        if self._pending:  # before any tick: absent ("no data yet"), not 0
+            out["webhook_deliveries_pending"] = self.pending
+        return out
 
 
 def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterFn
@@ -262,22 +281,27 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
             keys, pending = due_keys(list(marks.items()), partition, epoch_us(now))
             rows = [(key, table.get(key)) for key in keys]
         records = 0
-        for key, raw in rows:
+
+        async def classify(row: tuple[bytes, bytes | None]) -> None:
+            nonlocal records, pending
+            key, raw = row
             if raw is None:  # a mark left behind by a crash between forget's two deletes
                 if marks.get(key) is not None:
                     del marks[key]
-                continue
+                return
+            if sweep and marked_elsewhere(marks.get(key), partition):
+                return
             state = DeliveryState.model_validate_json(raw)
             if state.partition != partition:
-                continue
+                return
             records += 1
             if forgettable(state, now, policy):
                 forget(key)
-                continue
+                return
             expired, tr = expire(state, now, policy)
             if tr.kind == "exhausted":
                 store(await settle(state, expired, tr))
-                continue
+                return
             if not state.terminal:
                 pending += 1
             if is_due(state, now):
@@ -285,18 +309,32 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
             # A missing mark (an older worker's state; also one that is due but may not
             # fit in this pass's batches) or an early one: set it right.
             mark(key, state)
-        if sweep:  # only once it went through: a failed sweep is done again next tick
+
+        failed = await handle_rows(rows, classify, event="delivery_tick_row_failed",
+                                   partition=partition, ref=_delivery_ref)
+        if sweep:
+            # Done even past a failing row: it stays as stored, and sweeping again on
+            # every tick would only fail on it again.
             swept.add(partition)
-            log.info("delivery_tick_swept", partition=partition, records=records)
+            log.info("delivery_tick_swept", partition=partition, records=records,
+                     failed=failed)
+
+        async def attempt_and_store(state: DeliveryState) -> None:
+            store(await try_once(state))
+
         due.sort(key=lambda s: s.next_attempt_at or now)
         # Batches of attempts at once, until the pass has used about one attempt's bound:
         # what is left waits for the next tick, so the partition keeps moving.
         started = time.monotonic()
         while due and time.monotonic() - started < cfg.webhook_attempt_timeout_s:
             batch, due = due[:cfg.webhook_concurrency], due[cfg.webhook_concurrency:]
-            for new in await asyncio.gather(*(try_once(s) for s in batch)):
-                store(new)
-        figures.pending = pending
+            done = await asyncio.gather(*(
+                handle_row(s, attempt_and_store, event="delivery_tick_row_failed",
+                           partition=partition, ref=_state_ref) for s in batch))
+            failed += done.count(False)
+        figures.tick_row_failures += failed
+        figures.set_pending(partition, pending)
+        figures.ticks += 1
 
     async def guarded(event: EventT) -> None:
         # faust acks an event whose agent raised and never processes it again: a job
@@ -344,6 +382,15 @@ def add_delivery_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLet
     return figures
 
 
+def _delivery_ref(row: tuple[bytes, bytes | None]) -> dict[str, str]:
+    # The key is the delivery id (a derived id, not PHI).
+    return {"delivery_id": row[0].decode(errors="replace")}
+
+
+def _state_ref(state: DeliveryState) -> dict[str, str]:
+    return {"delivery_id": state.job.id}
+
+
 def due_keys(marks: Iterable[tuple[bytes, bytes]], partition: int, now_us: int
              ) -> tuple[list[bytes], int]:
     """From ``(key, mark)`` pairs of the ``deliveries-due`` table: the keys of
@@ -356,8 +403,15 @@ def due_keys(marks: Iterable[tuple[bytes, bytes]], partition: int, now_us: int
         if not value.startswith(want):
             continue
         # parse_mark's format, inlined: this loop runs over every mark on every tick.
-        _, at, is_pending = value.split(b"|")
-        if at and int(at) <= now_us:
+        try:
+            _, at, is_pending = value.split(b"|")
+            now_due = bool(at) and int(at) <= now_us
+        except ValueError:
+            # Not a mark this worker can read: its state is read as if due, which
+            # writes a good mark (or reports the state, should that fail too).
+            keys.append(key)
+            continue
+        if now_due:
             keys.append(key)
         elif is_pending == b"1":
             pending += 1

@@ -233,6 +233,11 @@ def test_every_declared_family_is_rendered_or_absent_by_design() -> None:
     from hub.api_common import AuthThrottle
 
     m.add_provider(AuthThrottle(3, 60.0))  # the agency/staff APIs' token throttle
+    from streams.delivery_agents import DeliveryFigures
+
+    deliveries = DeliveryFigures()
+    deliveries.set_pending(0, 1)  # as after a timer pass
+    m.add_provider(deliveries)
     m.set_consumer_lag({("t", 0): 1})
     m.ready = True
     handled(m, feed="G")
@@ -254,3 +259,30 @@ def test_names_follow_conventions(name: str) -> None:
         assert name.endswith("_seconds")
     assert "patient" not in name and all(label not in {"mrn", "name"} for label in spec.labels)
 
+
+
+def test_timer_row_failures_and_pending_deliveries_are_exported() -> None:
+    from streams.care_agents import CareFigures as StreamsCareFigures
+    from streams.delivery_agents import DeliveryFigures
+
+    care, deliveries = StreamsCareFigures(), DeliveryFigures()
+    m = HubMetrics(Settings())
+    m.add_provider(care)
+    m.add_provider(deliveries)
+    text = m.render()
+    # Before any timer pass: absent ("no data yet"), not a reassuring 0.
+    assert sample(text, "hub_timer_row_failures_total", stage="episodes") is None
+    assert sample(text, "hub_timer_row_failures_total", stage="deliveries") is None
+    assert sample(text, "hub_webhook_deliveries_pending") is None
+    deliveries.set_pending(0, 0)
+    text = m.render()
+    assert sample(text, "hub_timer_row_failures_total", stage="deliveries") == 0
+    assert sample(text, "hub_webhook_deliveries_pending") == 0
+    care.tick_row_failures, deliveries.tick_row_failures = 2, 1
+    deliveries.set_pending(0, 4)
+    deliveries.set_pending(3, 5)
+    deliveries.set_pending(0, 1)  # a partition's later tick replaces its own count
+    text = m.render()
+    assert sample(text, "hub_timer_row_failures_total", stage="episodes") == 2
+    assert sample(text, "hub_timer_row_failures_total", stage="deliveries") == 1
+    assert sample(text, "hub_webhook_deliveries_pending") == 6

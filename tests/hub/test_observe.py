@@ -53,6 +53,7 @@ def test_care_figures_return_the_documented_keys() -> None:
     figs = CareFiguresAdapter(care).figures()
     assert figs == {
         "outputs": {"task": 4}, "tasks_open": 3, "tasks_overdue": 1,
+        "stages": {"episodes": {"timer_row_failures": 0}},
         "caseloads": [{"team": "med", "manager": "cm-ana", "points": 6, "cap_points": 45},
                       {"team": "med", "manager": "cm-bo", "points": 0, "cap_points": 40}]}
 
