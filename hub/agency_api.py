@@ -44,7 +44,9 @@ The view is :class:`ReferralView`: it tails care.referrals into memory (task id 
 ReferralOutput, the higher ``version`` wins) and config.agencies for the directory. A
 status just posted is remembered until the republished referral arrives, so a quick
 second POST (accepted, then completed) is checked against the status the agency set,
-not the one the view still shows.
+not the one the view still shows. A referral in a terminal status is forgotten once its
+last record is ``HUB_API_VIEW_RETAIN_DAYS`` older than the newest record the view has
+seen (:class:`hub.api_common.Retention`); an open one is kept however old.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 from urllib.parse import unquote
@@ -63,6 +65,7 @@ from hub.agencies import load_directory_file
 from hub.api_common import (
     CODE,
     AuthThrottle,
+    Retention,
     TokenApi,
     TopicView,
     bad,
@@ -73,6 +76,7 @@ from hub.api_common import (
     run_view_with,
     unauthorized,
     unavailable,
+    view_retention,
 )
 from hub.ingest.deadletter import Sender
 from hub.kafka import Record
@@ -81,6 +85,7 @@ from hub.settings import Settings
 from mappers.fhir_out import AUTHORITY_URN_PREFIX
 from schemas.canonical import derive_id, patient_key
 from schemas.referrals import (
+    TERMINAL_STATUSES,
     AgencyReferral,
     AgencyStatus,
     ConsentRecord,
@@ -125,10 +130,13 @@ class ReferralView(TopicView):
     event_prefix = "referral_view"
 
     def __init__(self, settings: Settings | None = None, *,
-                 directory_file: Path | None = None, poll_s: float = 0.5) -> None:
+                 directory_file: Path | None = None, poll_s: float = 0.5,
+                 retain: timedelta | None = None) -> None:
         super().__init__(settings, poll_s=poll_s, log=log)
         self._by_id: dict[str, ReferralOutput] = {}
         self._pending: dict[str, _Pending] = {}
+        self.retention: Retention[str] = Retention(retain or view_retention(settings))
+        self.forgotten = 0
         self._directory: Directory | None = None
         self._directory_raw: bytes | None = None
         if directory_file is not None:
@@ -141,14 +149,32 @@ class ReferralView(TopicView):
 
     def apply(self, out: ReferralOutput) -> bool:
         """Keep ``out`` when newer than what is held; True if it was kept."""
+        self.retention.saw(out.decided_at)
         held = self._by_id.get(out.id)
         if held is not None and held.version >= out.version:
+            self._forget_due()
             return False
         self._by_id[out.id] = out
         pending = self._pending.get(out.id)
         if pending is not None and out.version > pending.based_on_version:
             del self._pending[out.id]
+        if out.status in TERMINAL_STATUSES:
+            self.retention.closed(out.decided_at, out.id)
+        self._forget_due()
         return True
+
+    def _visible(self, out: ReferralOutput) -> bool:
+        # Also checked on reads, so what the API answers does not depend on when the
+        # last sweep ran.
+        return out.status not in TERMINAL_STATUSES or not self.retention.expired(out.decided_at)
+
+    def _forget_due(self) -> None:
+        for _, task_id in self.retention.due():
+            held = self._by_id.get(task_id)
+            if held is not None and not self._visible(held):
+                del self._by_id[task_id]
+                self._pending.pop(task_id, None)
+                self.forgotten += 1
 
     def apply_directory(self, raw: bytes) -> None:
         if raw == self._directory_raw:
@@ -168,13 +194,14 @@ class ReferralView(TopicView):
         self._directory = directory
 
     def get(self, task_id: str) -> ReferralOutput | None:
-        return self._by_id.get(task_id)
+        out = self._by_id.get(task_id)
+        return out if out is not None and self._visible(out) else None
 
     def all(self) -> Iterable[ReferralOutput]:
-        return self._by_id.values()
+        return (r for r in self._by_id.values() if self._visible(r))
 
     def for_agency(self, agency_id: str) -> list[ReferralOutput]:
-        return sorted((r for r in self._by_id.values() if r.agency_id == agency_id),
+        return sorted((r for r in self.all() if r.agency_id == agency_id),
                       key=lambda r: (r.requested_at, r.id))
 
     def effective_status(self, task_id: str) -> str | None:
@@ -182,7 +209,7 @@ class ReferralView(TopicView):
         pending = self._pending.get(task_id)
         if pending is not None:
             return pending.status
-        out = self._by_id.get(task_id)
+        out = self.get(task_id)
         return out.status if out is not None else None
 
     def posted(self, task_id: str, status: str) -> None:
@@ -204,6 +231,11 @@ class ReferralView(TopicView):
 
     def _ready_fields(self) -> dict[str, Any]:
         return {"referrals": len(self._by_id)}
+
+    def figures(self) -> dict[str, Any]:
+        """For /metrics (a :class:`hub.metrics.FiguresProvider`)."""
+        return {"api_views": {"referrals": {"held": len(self._by_id),
+                                            "forgotten": self.forgotten}}}
 
 
 # ------------------------------------------------------------------------------- api

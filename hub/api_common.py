@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import hmac
 import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -30,9 +31,10 @@ from hub.kafka import DurableWriteError, HubKafkaError, Record, TopicTail
 from hub.settings import Settings
 from streams.referrals.directory import token_sha256
 
-__all__ = ["CODE", "MAX_BODY", "AuthThrottle", "TokenApi", "TokenGate", "TopicView", "bad",
-           "bearer", "client_address", "conflict", "not_found", "outcome",
-           "read_json_body", "run_view_with", "unauthorized", "unavailable"]
+__all__ = ["CODE", "MAX_BODY", "AuthThrottle", "Retention", "TokenApi", "TokenGate",
+           "TopicView", "bad", "bearer", "client_address", "conflict", "not_found",
+           "outcome", "past_retention", "read_json_body", "run_view_with", "unauthorized",
+           "unavailable", "view_retention"]
 
 MAX_BODY = 16 * 1024
 """Status and consent bodies are a few dozen bytes; anything big is refused unread."""
@@ -223,6 +225,66 @@ class TokenGate:
 
 
 # ------------------------------------------------------------------------- the view
+
+K = TypeVar("K")
+
+
+def past_retention(last_at: datetime, now: datetime, retain: timedelta) -> bool:
+    """True when an item last recorded at ``last_at`` is past ``retain`` at ``now``
+    (strictly: exactly at the retention it is still kept)."""
+    return now - last_at > retain
+
+
+def view_retention(settings: Settings | None) -> timedelta:
+    """``HUB_API_VIEW_RETAIN_DAYS`` (its default for a view built without settings)."""
+    days = settings.api_view_retain_days if settings is not None else \
+        Settings.model_fields["api_view_retain_days"].default
+    return timedelta(days=days)
+
+
+class Retention(Generic[K]):
+    """Which closed items a view forgets, and when: each close time in a heap, so a
+    record costs one push and each entry is popped once (no scan of the view).
+
+    "Now" is the newest record time the view has seen, not the wall clock: the rule is
+    then a function of the records alone, so a replay from the start forgets exactly
+    what the live tail forgot and a test needs no clock. A view whose topics fall
+    silent forgets nothing more (it does not grow either). The price: a record stamped
+    far ahead (a sender's skewed clock) moves "now" on for good, and closed items go
+    early; never an open one.
+
+    An entry may be stale (the item got a later record): :meth:`due` hands out
+    ``(closed at, key)`` and the caller drops the item only if it still holds that
+    record and is still closed.
+    """
+
+    def __init__(self, retain: timedelta) -> None:
+        self.retain = retain
+        self.now: datetime | None = None
+        self._heap: list[tuple[datetime, int, K]] = []
+        self._seq = 0
+        """Tie-breaker: keys are never compared."""
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def saw(self, at: datetime) -> None:
+        if self.now is None or at > self.now:
+            self.now = at
+
+    def expired(self, last_at: datetime) -> bool:
+        return self.now is not None and past_retention(last_at, self.now, self.retain)
+
+    def closed(self, at: datetime, key: K) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, key))
+
+    def due(self) -> Iterator[tuple[datetime, K]]:
+        """Pop the entries now past the retention, oldest first (entries pushed while
+        iterating are seen too)."""
+        while self._heap and self.expired(self._heap[0][0]):
+            at, _, key = heapq.heappop(self._heap)
+            yield at, key
 
 
 class TopicView:

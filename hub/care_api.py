@@ -41,7 +41,12 @@ key, a reason (a client-chosen code: it could be anything code-shaped) or a body
 
 The view is :class:`TaskView`: it tails care.tasks into memory (latest record per task
 id, only the fields above plus the patient key the updates are keyed by) and
-care.assignments for each episode's team.
+care.assignments for each episode's team. A closed task is forgotten once its last
+record is ``HUB_API_VIEW_RETAIN_DAYS`` older than the newest record the view has seen
+(:class:`hub.api_common.Retention`), and an episode's team once none of its tasks is
+held and its assignment is that old too; an open task is kept however old. A forgotten
+task that gets a record again is simply back (its team only if the episode's assignment
+is still held or comes again).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 from aiohttp import web
@@ -59,6 +64,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 from hub.api_common import (
     CODE,
     AuthThrottle,
+    Retention,
     TokenApi,
     TopicView,
     bad,
@@ -67,6 +73,7 @@ from hub.api_common import (
     read_json_body,
     run_view_with,
     unavailable,
+    view_retention,
 )
 from hub.ingest.deadletter import Sender
 from hub.kafka import Record
@@ -119,6 +126,7 @@ class _AssignmentRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
     encounter_key: str | None = None
     team: str | None = None
+    decided_at: AwareDatetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +160,21 @@ class TaskView(TopicView):
     event_prefix = "task_view"
 
     def __init__(self, settings: Settings | None = None, *, poll_s: float = 0.5,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 retain: timedelta | None = None) -> None:
         super().__init__(settings, poll_s=poll_s, log=log)
         self.monotonic = monotonic
         self._by_id: dict[str, TaskRow] = {}
         self._teams: dict[str, str] = {}
+        self._team_at: dict[str, datetime] = {}
+        """When each team was assigned (absent: not known, then it goes with its tasks)."""
+        self._episode_tasks: dict[str, int] = {}
+        """Tasks held per episode: a team is forgotten only when none is left."""
         self._pending: dict[str, _Pending] = {}
+        self.retention: Retention[tuple[bool, str]] = Retention(
+            retain or view_retention(settings))
+        """Keys are ``(False, task id)`` and ``(True, episode)`` (a team)."""
+        self.forgotten = 0
 
     # --- pure parts
 
@@ -168,15 +185,61 @@ class TaskView(TopicView):
         republishes open tasks under the surviving key (another partition): across
         partitions the later decision wins.
         """
+        self.retention.saw(row.decided_at)
         held = self._by_id.get(row.task_id)
         if held is not None and held.partition != row.partition \
                 and row.decided_at < held.decided_at:
+            self._forget_due()
             return False
+        if row.episode:
+            self._episode_tasks[row.episode] = self._episode_tasks.get(row.episode, 0) + 1
+        if held is not None:  # after counting the new row: same episode, no gap
+            self._episode_left(held.episode)
         self._by_id[row.task_id] = row
         pending = self._pending.get(row.task_id)
         if pending is not None and row.status in CLOSED_STATUSES:
             del self._pending[row.task_id]
+        if row.status in CLOSED_STATUSES:
+            self.retention.closed(row.decided_at, (False, row.task_id))
+        self._forget_due()
         return True
+
+    def _visible(self, row: TaskRow) -> bool:
+        # Also checked on reads, so what the API answers does not depend on when the
+        # last sweep ran.
+        return row.status not in CLOSED_STATUSES or not self.retention.expired(row.decided_at)
+
+    def _episode_left(self, episode: str | None) -> None:
+        """One task of ``episode`` is no longer held (replaced or forgotten)."""
+        if not episode:
+            return
+        n = self._episode_tasks.get(episode, 0) - 1
+        if n > 0:
+            self._episode_tasks[episode] = n
+            return
+        self._episode_tasks.pop(episode, None)
+        at = self._team_at.get(episode)
+        if at is None:
+            # Assignment time unknown: the team goes with its last task.
+            self._teams.pop(episode, None)
+        else:
+            # Its own entry decides (maybe already popped while tasks were held).
+            self.retention.closed(at, (True, episode))
+
+    def _forget_due(self) -> None:
+        for _, (is_team, key) in self.retention.due():
+            if is_team:
+                at = self._team_at.get(key)
+                if at is not None and key not in self._episode_tasks \
+                        and self.retention.expired(at):
+                    del self._teams[key], self._team_at[key]
+                continue
+            held = self._by_id.get(key)
+            if held is not None and not self._visible(held):
+                del self._by_id[key]
+                self._pending.pop(key, None)
+                self._episode_left(held.episode)
+                self.forgotten += 1
 
     def apply_record(self, value: bytes, partition: int) -> bool:
         """Parse one care.tasks record and apply it; raises ValidationError."""
@@ -188,15 +251,27 @@ class TaskView(TopicView):
                                   due=rec.due, episode=rec.encounter_key,
                                   decided_at=rec.decided_at, partition=partition))
 
-    def apply_assignment(self, encounter_key: str | None, team: str | None) -> None:
+    def apply_assignment(self, encounter_key: str | None, team: str | None,
+                         at: datetime | None = None) -> None:
+        if at is not None:
+            self.retention.saw(at)
         if encounter_key and team:
             self._teams[encounter_key] = team
+            if at is not None:
+                self._team_at[encounter_key] = at
+                # Assignments come before their tasks: an episode that never gets a
+                # task still goes once its assignment is past the retention.
+                self.retention.closed(at, (True, encounter_key))
+            else:
+                self._team_at.pop(encounter_key, None)
+        self._forget_due()
 
     def get(self, task_id: str) -> TaskRow | None:
-        return self._by_id.get(task_id)
+        row = self._by_id.get(task_id)
+        return row if row is not None and self._visible(row) else None
 
     def all(self) -> Iterable[TaskRow]:
-        return self._by_id.values()
+        return (r for r in self._by_id.values() if self._visible(r))
 
     def team_of(self, row: TaskRow) -> str | None:
         if row.owner is not None and row.owner.startswith("team:"):
@@ -211,7 +286,7 @@ class TaskView(TopicView):
             if self.monotonic() - pending.at < PENDING_TTL_S:
                 return pending.status
             del self._pending[task_id]
-        row = self._by_id.get(task_id)
+        row = self.get(task_id)
         return row.status if row is not None else None
 
     def posted(self, task_id: str, status: str) -> None:
@@ -229,13 +304,19 @@ class TaskView(TopicView):
 
     def _assignment_record(self, rec: Record) -> None:
         a = _AssignmentRecord.model_validate_json(rec.value or b"")
-        self.apply_assignment(a.encounter_key, a.team)
+        self.apply_assignment(a.encounter_key, a.team, a.decided_at)
 
     def _task_record(self, rec: Record) -> None:
         self.apply_record(rec.value or b"", rec.partition)
 
     def _ready_fields(self) -> dict[str, Any]:
         return {"count": len(self._by_id)}
+
+    def figures(self) -> dict[str, Any]:
+        """For /metrics (a :class:`hub.metrics.FiguresProvider`)."""
+        return {"api_views": {"tasks": {"held": len(self._by_id),
+                                        "forgotten": self.forgotten},
+                              "teams": {"held": len(self._teams)}}}
 
 
 # ------------------------------------------------------------------------- requests

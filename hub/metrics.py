@@ -145,6 +145,11 @@ METRICS: dict[str, MetricSpec] = {
     "hub_api_auth_throttled_total": MetricSpec(
         "counter", "Agency/staff API requests refused 429 after too many bad tokens from "
         "one client address.", ()),
+    "hub_api_view_items": MetricSpec(
+        "gauge", "Items the agency/staff APIs' in-memory views hold (referrals, tasks, "
+        "teams); closed ones leave after HUB_API_VIEW_RETAIN_DAYS.", ("view",)),
+    "hub_api_view_forgotten_total": MetricSpec(
+        "counter", "Closed items the APIs' views forgot after the retention.", ("view",)),
 }
 
 
@@ -201,6 +206,8 @@ class FiguresProvider(Protocol):
           "referrals": {"<status>": int},  # gauge: referrals now in each status
           "api_auth": {"failed": int, "throttled": int},  # cumulative: bad bearer
                                           # tokens, and requests refused 429 for them
+          "api_views": {"<view>": {"held": int, "forgotten": int}},  # the APIs' views:
+                                          # items held now, closed ones forgotten so far
           "recent_escalations": [         # newest first, at most 20; dashboard only
             {"at": "<ISO-8601>", "team": str, "reason": "<code>",
              "kind": "unassigned" | "overdue_task" | "no_agency", "task_kind": str},
@@ -534,6 +541,11 @@ class _HubCollector(Collector):
             _add(fam["hub_api_auth_failures_total"], (), auth["failed"])
         if "throttled" in auth:
             _add(fam["hub_api_auth_throttled_total"], (), auth["throttled"])
+        for view, f in sorted((figs.get("api_views") or {}).items()):
+            if "held" in f:
+                _add(fam["hub_api_view_items"], (safe_label(view),), f["held"])
+            if "forgotten" in f:
+                _add(fam["hub_api_view_forgotten_total"], (safe_label(view),), f["forgotten"])
         latency = latency_by_stage(figs.get("end_to_end_latency_s"))
         for stage, hist in sorted(latency.items()):
             buckets = [(_le(le), float(n)) for le, n in hist.get("buckets", ())]

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     oldest failure leaves the window (``HUB_API_AUTH_FAILURES_MAX``)."""
     api_auth_window_s: float = Field(default=300.0, gt=0, le=86400)
     """The sliding window for ``api_auth_failures_max`` (``HUB_API_AUTH_WINDOW_S``)."""
+    api_view_retain_days: float = Field(default=30.0, gt=0, le=3650)
+    """How long the agency and staff APIs' in-memory views keep a closed referral or task
+    after its last record (``HUB_API_VIEW_RETAIN_DAYS``); open ones are kept however old."""
 
     # Observability
     feed_silence: dict[str, FeedSilenceRule] = Field(default_factory=dict)

@@ -140,10 +140,12 @@ def make_http_app(ingestor: Ingestor, settings: Settings, ops: Ops | None = None
     # The staff task API (hub/care_api.py): one token-guessing budget for both APIs.
     from hub.care_api import add_care_routes, default_care_api
 
-    add_care_routes(app, care or default_care_api(settings, ingestor.producer,
-                                                  throttle=agency.throttle))
+    care = care or default_care_api(settings, ingestor.producer, throttle=agency.throttle)
+    add_care_routes(app, care)
     if ops is not None:
         ops.metrics.add_provider(agency.throttle)
+        ops.metrics.add_provider(agency.view)
+        ops.metrics.add_provider(care.view)
     return app
 
 

@@ -233,6 +233,9 @@ def test_every_declared_family_is_rendered_or_absent_by_design() -> None:
     from hub.api_common import AuthThrottle
 
     m.add_provider(AuthThrottle(3, 60.0))  # the agency/staff APIs' token throttle
+    from hub.care_api import TaskView
+
+    m.add_provider(TaskView())  # the staff API's view: items held, closed ones forgotten
     from streams.delivery_agents import DeliveryFigures
 
     deliveries = DeliveryFigures()
