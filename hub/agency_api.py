@@ -168,6 +168,12 @@ class ReferralView(TopicView):
         # last sweep ran.
         return out.status not in TERMINAL_STATUSES or not self.retention.expired(out.decided_at)
 
+    def mark_ready(self) -> None:
+        super().mark_ready()
+        # Caught up on every topic: forgetting may start (Retention says why not before).
+        self.retention.arm()
+        self._forget_due()
+
     def _forget_due(self) -> None:
         for _, task_id in self.retention.due():
             held = self._by_id.get(task_id)

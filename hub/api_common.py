@@ -256,10 +256,19 @@ class Retention(Generic[K]):
     An entry may be stale (the item got a later record): :meth:`due` hands out
     ``(closed at, key)`` and the caller drops the item only if it still holds that
     record and is still closed.
+
+    Nothing is forgotten before :meth:`arm` (a view arms it once it has read every
+    topic to its end). While catching up, partitions are read at different paces: an
+    item forgotten on the strength of one partition's records could come back as a
+    stale older record from a partition read later (a merge republishes a patient's
+    open tasks and referrals under the surviving key, on another partition), and the
+    view, no longer holding the newer record, would take it. Once caught up, every
+    partition is read as it is written.
     """
 
     def __init__(self, retain: timedelta) -> None:
         self.retain = retain
+        self.armed = False
         self.now: datetime | None = None
         self._heap: list[tuple[datetime, int, K]] = []
         self._seq = 0
@@ -272,8 +281,12 @@ class Retention(Generic[K]):
         if self.now is None or at > self.now:
             self.now = at
 
+    def arm(self) -> None:
+        self.armed = True
+
     def expired(self, last_at: datetime) -> bool:
-        return self.now is not None and past_retention(last_at, self.now, self.retain)
+        return self.armed and self.now is not None and \
+            past_retention(last_at, self.now, self.retain)
 
     def closed(self, at: datetime, key: K) -> None:
         self._seq += 1

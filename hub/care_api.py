@@ -226,6 +226,12 @@ class TaskView(TopicView):
             # Its own entry decides (maybe already popped while tasks were held).
             self.retention.closed(at, (True, episode))
 
+    def mark_ready(self) -> None:
+        super().mark_ready()
+        # Caught up on every topic: forgetting may start (Retention says why not before).
+        self.retention.arm()
+        self._forget_due()
+
     def _forget_due(self) -> None:
         for _, (is_team, key) in self.retention.due():
             if is_team:
