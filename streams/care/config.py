@@ -21,7 +21,8 @@ class EpisodeConfig(BaseModel):
     """An episode closes (caseload released) this long after discharge (the TCM service
     period), or earlier when all its tasks are done."""
     history_days: int = Field(default=400, ge=30)
-    """ED visits and discharges older than this are forgotten (12-month counts + margin)."""
+    """ED visits and discharges older than this are forgotten (12-month counts + margin),
+    and so are episodes over for longer (:func:`streams.care.engine.episode_over_at`)."""
     remember_inputs: int = Field(default=200, ge=1)
     """How many recent input ids each patient keeps to drop duplicates."""
     default_timezone: str = "UTC"

@@ -324,7 +324,8 @@ def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext,
                  in_place: bool = False) -> tuple[PatientState, list[Emit]]:
     """The timer's pass over one patient: overdue tasks escalate (once: the mark is in
     the state, so a restart does not escalate again), episodes past their follow-up
-    period close and release caseload, old history is forgotten, and a merge wait past
+    period close and release caseload, old history and episodes over since before the
+    ``history_days`` horizon (:func:`episode_over_at`) are forgotten, and a merge wait past
     its time stops waiting (its inputs are decided without the merged history).
     ``in_place`` as for :func:`apply_patient`."""
     p = state if in_place else _working_copy(state)
@@ -353,7 +354,38 @@ def tick_patient(state: PatientState, *, now: datetime, ctx: CareContext,
     horizon = now - timedelta(days=ctx.config.episode.history_days)
     p.ed_visits = {k: v for k, v in p.ed_visits.items() if v >= horizon}
     p.discharges = {k: v for k, v in p.discharges.items() if v >= horizon}
+    if any((at := episode_over_at(ep)) is not None and at < horizon
+           for ep in p.episodes.values()):
+        # Without this a frequent visitor's record grows with every visit, and every
+        # record of theirs is decoded and re-encoded whole. Nothing reads an episode that
+        # is over once its history is past the horizon: news without a visit number picks
+        # among episodes still going (streams.care.episodes), and late news with one is
+        # taken as a new episode (a cancel, task update or assignment about it: nothing).
+        p.episodes = {k: ep for k, ep in p.episodes.items()
+                      if (at := episode_over_at(ep)) is None or at >= horizon}
     return p, out
+
+
+def episode_over_at(ep: EpisodeState) -> datetime | None:
+    """The last time of an episode that is over (closed or cancelled, every task
+    finished), from which the timer counts ``history_days`` to forget it; None while it
+    is not over, or names no time at all (kept: nothing says how old it is).
+
+    The latest of ``closed_at``, ``discharge_at`` and ``admit_at``, not the first set:
+    a cancel stores no time of its own (its episode's admit or discharge is the latest
+    known), a closure by a task update takes the update's time, which a sender's clock
+    may put before the discharge, and late news about an episode that is over still
+    moves its admit and discharge times (``_on_event``: "state only"). An episode closed
+    by the timer with a task still open (the follow-up period ran out) is kept: that
+    task is still reported open and may yet be updated.
+    """
+    if ep.status not in ("closed", "cancelled"):
+        return None
+    for t in ep.tasks.values():
+        if t.status not in TERMINAL_TASK_STATUSES:
+            return None
+    times = [at for at in (ep.closed_at, ep.discharge_at, ep.admit_at) if at is not None]
+    return max(times) if times else None
 
 
 def _on_event(p: PatientState, ev: CanonicalEvent, now: datetime, ctx: CareContext,

@@ -7,15 +7,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hub.commands.decide_cmd import load_roster, load_rules
 from hub.feed import FeedConfig, generate
 from mappers.hl7v2 import map_hl7v2
 from schemas.care import TaskUpdate
 from streams.care.due import next_tick_at, task_counts
-from streams.care.engine import CareContext, tick_patient
+from streams.care.engine import CareContext, episode_over_at, tick_patient
 from streams.care.offline import OfflineRun
-from streams.care.state import OPEN_TASK_STATUSES, PatientState
+from streams.care.state import (
+    OPEN_TASK_STATUSES,
+    EpisodeState,
+    EpisodeStatus,
+    PatientState,
+    TaskState,
+)
 
 SAMPLES = Path(__file__).resolve().parents[3] / "hub" / "samples"
 AT = datetime(2026, 11, 1, tzinfo=UTC)
@@ -62,6 +70,70 @@ def _walk(state: PatientState, ctx: CareContext, limit: int = 50) -> list[dateti
 def test_no_tick_before_the_due_time_changes_anything(run: OfflineRun) -> None:
     walked = [_walk(p, run.ctx) for p in run.patients.values()]
     assert sum(map(len, walked)) > len(run.patients)  # escalations, closes, forgetting
+
+
+def test_the_walk_forgets_every_episode_that_is_over(run: OfflineRun) -> None:
+    forgotten = 0
+    for p in run.patients.values():
+        state = p
+        for due in _walk(p, run.ctx):
+            state, _ = tick_patient(state, now=due, ctx=run.ctx)
+        # Left: episodes still going, or closed with a task still open (never over).
+        assert all(episode_over_at(ep) is None for ep in state.episodes.values())
+        forgotten += len(p.episodes.keys() - state.episodes.keys())
+    assert forgotten > 0
+
+
+_DAY = timedelta(days=1)
+_OFFSETS = st.one_of(st.none(), st.integers(min_value=-5_000_000_000, max_value=5_000_000_000)
+                     .map(lambda us: timedelta(microseconds=us)))
+
+
+@st.composite
+def _episodes(draw: st.DrawFn) -> EpisodeState:
+    """An episode over or still going, with any of its three times set (around AT, to
+    the microsecond) and tasks finished or not. (Discharged ones come from the feed: a
+    discharged episode with every task done is closed by the update that finished it.)"""
+    status: EpisodeStatus = draw(st.sampled_from(["closed", "cancelled", "closed",
+                                                  "cancelled", "active"]))
+    closed, discharge, admit = (draw(_OFFSETS) for _ in range(3))
+    tasks = {f"t{n}": TaskState(
+        task_id=f"t{n}", kind="contact", due=AT + _DAY * n,
+        status=draw(st.sampled_from(["completed", "cancelled", "failed", "requested",
+                                     "in-progress", "on-hold"])),
+        escalated=draw(st.booleans()), rule="r", description="d", cause_event_id="c",
+        discharge_key="k") for n in range(draw(st.integers(min_value=0, max_value=2)))}
+    return EpisodeState(
+        key="F|" + draw(st.text("abc", min_size=1, max_size=3)), status=status,
+        closed_at=AT + closed if closed is not None else None,
+        discharge_at=AT + discharge if discharge is not None else None,
+        admit_at=AT + admit if admit is not None else None, tasks=tasks)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(episodes=st.lists(_episodes(), max_size=6),
+       ed=st.lists(_OFFSETS.filter(lambda d: d is not None), max_size=3))
+def test_episodes_over_are_forgotten_exactly_at_their_due_time(
+        run: OfflineRun, episodes: list[EpisodeState], ed: list[timedelta]) -> None:
+    """Old closed and cancelled episodes beside the rest: one microsecond before each due
+    time a tick changes nothing (the walk); at the due time of an episode that is over,
+    it is gone, and what is not over stays."""
+    state = PatientState(key="P|1", episodes={e.key: e for e in episodes},
+                         ed_visits={f"F|e{n}": AT + d for n, d in enumerate(ed)})
+    history = timedelta(days=run.ctx.config.episode.history_days)
+    visited = _walk(state, run.ctx)
+    for ep in state.episodes.values():
+        over_at = episode_over_at(ep)
+        if over_at is None:
+            continue
+        assert over_at + history + JUST in visited  # a due time of its own
+        kept, _ = tick_patient(state, now=over_at + history, ctx=run.ctx)
+        assert ep.key in kept.episodes
+        gone, _ = tick_patient(state, now=over_at + history + JUST, ctx=run.ctx)
+        assert ep.key not in gone.episodes
+    far, _ = tick_patient(state, now=AT + 10 * history, ctx=run.ctx)
+    assert set(far.episodes) == {k for k, e in state.episodes.items()
+                                 if episode_over_at(e) is None}
 
 
 def test_the_due_time_is_an_open_tasks_escalation(run: OfflineRun) -> None:
