@@ -742,28 +742,22 @@ def _part(f: RiskFactor | RiskFlag | LaceResult | CharlsonResult,
 
 
 def _assessed(stage: str, r: RiskResult, memo: dict[Any, _Part]) -> _Assessed:
-    if len(memo) >= _ASSESSMENTS_MAX:
-        memo.clear()
-    # The LACE factors come as one cached tuple (risk._lace_parts): their models and JSON
-    # are memoized by the tuple, one lookup for the four.
-    fs = r.factors
-    factors = memo.get(id(fs))
-    if factors is None or factors[0] is not fs:
-        each = [_part(f, memo) for f in fs]
-        factors = memo[id(fs)] = (fs, tuple([m for _, m, _, _ in each]),
-                                  [j for _, _, j, _ in each], "")
+    """An assessment as a flag publishes it, from a :class:`RiskResult`: the general form
+    of :func:`_assessed_of` (which the step uses), kept plain for the tests to compare
+    against."""
+    factors = [_part(f, memo) for f in r.factors]
     reasons = [_part(f, memo) for f in r.flags]
     lace, charlson = _part(r.lace, memo), _part(r.charlson, memo)
-    # _signature(stage, r), from the pieces' memoized texts.
     text = "".join([stage, "\x1f", r.level, lace[3], charlson[3], *[t for *_, t in reasons]])
-    # _Assessed(...) without its generated __new__'s call (same tuple, same class).
-    return tuple.__new__(_Assessed, (  # type: ignore[no-any-return]
-        r.level, hashlib.sha256(text.encode()).hexdigest()[:16], lace[1], charlson[1],
-        factors[1], tuple([m for _, m, _, _ in reasons]),
+    return _Assessed(
+        level=r.level, signature=hashlib.sha256(text.encode()).hexdigest()[:16],
+        lace=lace[1], charlson=charlson[1],
+        factors=tuple([m for _, m, _, _ in factors]),
+        reasons=tuple([m for _, m, _, _ in reasons]),
         # flag.model_dump(mode="json") of these fields, written out (same keys, same order;
         # tests/streams/care/test_fast_paths.py checks it). Shared JSON is read-only.
-        {"lace": lace[2], "charlson": charlson[2], "factors": factors[2],
-         "reasons": [j for _, _, j, _ in reasons]}))
+        json={"lace": lace[2], "charlson": charlson[2],
+              "factors": [j for _, _, j, _ in factors], "reasons": [j for _, _, j, _ in reasons]})
 
 
 def _assessed_of(stage: str, parts: AssessmentParts, memo: dict[Any, _Part]) -> _Assessed:
@@ -778,25 +772,12 @@ def _assessed_of(stage: str, parts: AssessmentParts, memo: dict[Any, _Part]) -> 
     found = memo.get(id(block))
     if found is None or found[0] is not block:
         each = [_part(f, memo) for f in block.factors]
-        high = None if block.high_lace is None else _part(block.high_lace, memo)
         found = memo[id(block)] = (block, (
             _part(block.result, memo), tuple([m for _, m, _, _ in each]),
-            [j for _, _, j, _ in each], high), None, "")
-    lace, factor_models, factor_json, high = found[1]
-    dblock = parts.diagnosis
-    found = memo.get(id(dblock))
-    if found is None or found[0] is not dblock:
-        found = memo[id(dblock)] = (dblock, (
-            _part(dblock.charlson, memo),
-            None if dblock.cms is None else _part(dblock.cms, memo),
-            None if dblock.social is None else _part(dblock.social, memo)), None, "")
-    charlson, cms, social = found[1]
-    # The flags in ALL_FLAGS order (as assess_facts lists them).
-    reasons = [r for r in (
-        high, None if parts.readmission is None else _part(parts.readmission, memo),
-        None if parts.ama is None else _part(parts.ama, memo), cms,
-        None if parts.frequent_ed is None else _part(parts.frequent_ed, memo), social)
-        if r is not None]
+            [j for _, _, j, _ in each]), None, "")
+    lace, factor_models, factor_json = found[1]
+    charlson = _part(parts.diagnosis.charlson, memo)
+    reasons = [_part(f, memo) for f in parts.flags()]
     level = block.level
     text = "".join([stage, "\x1f", level, lace[3], charlson[3], *[t for *_, t in reasons]])
     return tuple.__new__(_Assessed, (  # type: ignore[no-any-return]

@@ -442,25 +442,6 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-@lru_cache(maxsize=4096)
-def _lace_parts(los: int | None, final: bool, l_points: int, emergent: bool,
-                reason: str | None, a_points: int, c_points: int, c_detail: str, ed_6m: int,
-                lookback_days: int, e_points: int, high_display: str
-                ) -> tuple[tuple[Factor, ...], RiskFlag]:
-    # Each factor depends on a few small values only: built once per value (cached), so
-    # an assessment rebuilds no detail string it has built before, and the engine's
-    # per-object memo of published parts finds the same objects again. The tuple, and
-    # the high_lace flag over it, are cached too: an assessment gets both in one lookup
-    # of plain values (hashing the factors to find the flag hashed each dataclass).
-    factors = (
-        _l_factor(los, final, l_points),
-        _a_factor(emergent, reason, a_points),
-        _c_factor(c_points, c_detail),
-        _e_factor(ed_6m, lookback_days, e_points),
-    )
-    return factors, _risk_flag("high_lace", high_display, tuple([f for f in factors if f.points]))
-
-
 @lru_cache(maxsize=1024)
 def _l_factor(los: int | None, final: bool, points: int) -> Factor:
     if los is None:
@@ -663,6 +644,12 @@ class AssessmentParts(NamedTuple):
     frequent_ed: RiskFlag | None
     final: bool
 
+    def flags(self) -> tuple[RiskFlag, ...]:
+        """The flags that fire, in :data:`ALL_FLAGS` order (each only when enabled)."""
+        return tuple([f for f in (self.lace.high_lace, self.readmission, self.ama,
+                                  self.diagnosis.cms, self.frequent_ed,
+                                  self.diagnosis.social) if f is not None])
+
 
 def assessment_parts(facts: RiskFacts, cfg: RiskConfig) -> AssessmentParts:
     """The pieces :func:`assess_facts` assembles (see it for the rules)."""
@@ -703,14 +690,22 @@ def _lace_block(los: int | None, final: bool, emergent: bool, reason: str | None
                 lace_points: int, c_detail: str, ed_6m: int, lookback_days: int,
                 moderate_at: int, high_at: int, flag_at: int | None, high_display: str
                 ) -> LaceBlock:
-    # Cached by plain values: equal inputs give the very same block.
+    # Cached by plain values: equal inputs give the very same block, so the engine's
+    # per-object memo of published parts finds it again. Each factor depends on a few
+    # small values only and is built once per value (cached): no detail string is built
+    # twice.
     result = _lace_of(los or 0, emergent, lace_points, ed_6m)
-    factors, high_lace = _lace_parts(
-        los, final, result.l, emergent, reason, result.a, result.c, c_detail, ed_6m,
-        lookback_days, result.e, high_display)
-    fires = flag_at is not None and result.score >= flag_at
-    return LaceBlock(result, _band(result.score, moderate_at, high_at), factors,
-                     high_lace if fires else None)
+    factors = (
+        _l_factor(los, final, result.l),
+        _a_factor(emergent, reason, result.a),
+        _c_factor(result.c, c_detail),
+        _e_factor(ed_6m, lookback_days, result.e),
+    )
+    high_lace = None
+    if flag_at is not None and result.score >= flag_at:
+        high_lace = _risk_flag("high_lace", high_display,
+                               tuple([f for f in factors if f.points]))
+    return LaceBlock(result, _band(result.score, moderate_at, high_at), factors, high_lace)
 
 
 @lru_cache(maxsize=4096)
@@ -730,11 +725,6 @@ def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
     """:func:`assess` from the facts it reads (:func:`risk_facts`)."""
     parts = assessment_parts(facts, cfg)
     lace_block, diagnosis = parts.lace, parts.diagnosis
-    # Flags in ALL_FLAGS order, each only when enabled; every flag is a cached object
-    # (equal inputs give the very same flag).
-    flags = tuple([f for f in (lace_block.high_lace, parts.readmission, parts.ama,
-                               diagnosis.cms, parts.frequent_ed, diagnosis.social)
-                   if f is not None])
     # RiskResult(...) as one dict update (trusted.frozen_instance): its frozen __init__
     # sets each field through object.__setattr__, and every cold assessment builds one.
     return frozen_instance(
@@ -743,6 +733,6 @@ def assess_facts(facts: RiskFacts, cfg: RiskConfig) -> RiskResult:
         lace=lace_block.result,
         charlson=diagnosis.charlson,
         factors=lace_block.factors,
-        flags=flags,
+        flags=parts.flags(),
         final=facts.final,
     )
