@@ -59,6 +59,7 @@ from streams.care.engine import (
 from streams.care.roster import Roster, parse_roster
 from streams.care.state import PatientState
 from streams.config import StreamsConfig
+from streams.marks import epoch_us
 from streams.raw import raw_schema, raw_table
 from streams.rows import handle_rows, marked_elsewhere
 
@@ -242,7 +243,7 @@ def add_care_agents(app: faust.App, cfg: StreamsConfig, dead_letter: DeadLetterF
             swept.add(partition)
             log.info("care_tick_swept", partition=partition, records=read, failed=failed)
         else:
-            now_us = _micros(now)
+            now_us = epoch_us(now)
 
             async def due_one(row: tuple[Any, Any]) -> None:
                 key, mark = row
@@ -347,17 +348,13 @@ _COUNTED = {catalogue.CARE_FLAGS.name: "flag", catalogue.CARE_ASSIGNMENTS.name: 
             catalogue.CARE_NOTIFICATIONS.name: "notification"}
 
 
-def _micros(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
-
-
 def due_value(state: PatientState, partition: int, config: CareConfig) -> bytes:
     """The ``episodes-due`` mark of a patient: ``partition|due|open|overdue`` with the
     next tick time in microseconds since the epoch (empty: never due) and the open and
     escalated task counts the timer reports without reading the state."""
     at = next_tick_at(state, config)
     opened, escalated = task_counts(state)
-    return (f"{partition}|{_micros(at) if at is not None else ''}|{opened}|{escalated}"
+    return (f"{partition}|{epoch_us(at) if at is not None else ''}|{opened}|{escalated}"
             .encode())
 
 

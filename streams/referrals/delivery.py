@@ -49,13 +49,14 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.canonical import AwareDatetime
 from schemas.referrals import DeliveryJob
+from streams.marks import epoch_us
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -330,16 +331,6 @@ def forgettable(state: DeliveryState, now: datetime, policy: DeliveryPolicy) -> 
 # states whose time has come, instead of parsing every stored state on every tick.
 # Early is harmless (one wasted read); late would delay an attempt, so each time is the
 # first instant at which those functions' own comparisons (all ``now >= ...``) pass.
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-
-
-def epoch_us(at: datetime) -> int:
-    """Microseconds since the Unix epoch, exactly (no float rounding: a mark rounded up
-    would make the timer one tick late)."""
-    return (at - _EPOCH) // _MICRO
-
 
 def next_tick_at(state: DeliveryState, policy: DeliveryPolicy) -> datetime | None:
     """The first time at which the timer's pass would act on ``state``: the next attempt
